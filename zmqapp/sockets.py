@@ -1,0 +1,111 @@
+"""Socket setup: turning a :class:`~zmqapp.channel.Channel` into a configured, bound or
+connected ZeroMQ socket, and closing it again."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import zmq
+
+from .channel import Channel
+from .errors import SetupError
+
+#: Config keys applied to every socket unless the channel's own ``options`` set them.
+DEFAULT_OPTIONS: dict[str, int] = {"SNDHWM": zmq.SNDHWM, "RCVHWM": zmq.RCVHWM}
+
+
+def open_socket(
+    context: zmq.Context[Any], channel: Channel, config: Mapping[str, Any]
+) -> zmq.Socket[Any]:
+    """Create ``channel``'s socket, set its options, subscribe, then bind and connect.
+
+    Options come first because ZeroMQ applies most of them only to connections made after
+    they are set. Raises :class:`SetupError` with the endpoint named when a bind or connect
+    fails; the half-made socket is closed first.
+    """
+    if not channel.endpoints:
+        raise SetupError(
+            f"channel {channel.name!r} has no endpoint; pass endpoint=... when declaring it or "
+            f"set CHANNELS.{channel.name}.endpoint in the config"
+        )
+    sock = context.socket(channel.socket_type)
+    try:
+        sock.setsockopt(zmq.LINGER, int(config.get("LINGER", 1000)))
+        for key, option in DEFAULT_OPTIONS.items():
+            if config.get(key) is not None and option not in channel.options:
+                sock.setsockopt(option, int(config[key]))
+        if channel.socket_type == zmq.REQ:
+            # A REQ that may send again before a reply arrives, and that ignores replies to
+            # earlier requests, so a timed-out request never leaves the socket stuck.
+            sock.setsockopt(zmq.REQ_RELAXED, 1)
+            sock.setsockopt(zmq.REQ_CORRELATE, 1)
+        maxmsgsize = channel.maxmsgsize
+        if maxmsgsize is None and any(e.bind for e in channel.endpoints):
+            maxmsgsize = config.get("MAXMSGSIZE")
+        if maxmsgsize is not None and channel.receives:
+            sock.setsockopt(zmq.MAXMSGSIZE, int(maxmsgsize))
+        for option, value in channel.options.items():
+            _set_option(sock, channel, option, value)
+        if channel.socket_type == zmq.SUB:
+            for topic in channel.subscribe:
+                sock.setsockopt(zmq.SUBSCRIBE, topic)
+
+        channel.bound = []
+        for endpoint in channel.endpoints:
+            try:
+                if endpoint.bind:
+                    sock.bind(endpoint.address)
+                    channel.bound.append(sock.last_endpoint.decode())
+                else:
+                    sock.connect(endpoint.address)
+            except zmq.ZMQError as exc:
+                verb = "bind" if endpoint.bind else "connect to"
+                hint = (
+                    "; is another process using it? Use a free port, or a '*' port to let the "
+                    "OS choose one"
+                    if exc.errno == zmq.EADDRINUSE
+                    else ""
+                )
+                raise SetupError(
+                    f"channel {channel.name!r} could not {verb} {endpoint.address}: {exc}{hint}"
+                ) from None
+        if channel.socket_type == zmq.XSUB:
+            for topic in channel.subscribe:
+                sock.send(b"\x01" + topic)
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    return sock
+
+
+def _set_option(sock: zmq.Socket[Any], channel: Channel, option: int, value: Any) -> None:
+    try:
+        if isinstance(value, str) and option in _BYTES_OPTIONS:
+            value = value.encode()
+        sock.setsockopt(option, value)
+    except (zmq.ZMQError, TypeError) as exc:
+        name = getattr(zmq.SocketOption(option), "name", option)
+        raise SetupError(
+            f"channel {channel.name!r} could not set socket option {name} to {value!r}: {exc}"
+        ) from None
+
+
+_BYTES_OPTIONS = frozenset(
+    int(o)
+    for o in (zmq.IDENTITY, zmq.SUBSCRIBE, zmq.UNSUBSCRIBE, zmq.ZAP_DOMAIN, zmq.PLAIN_USERNAME,
+              zmq.PLAIN_PASSWORD, zmq.SOCKS_PROXY)
+)  # fmt: skip
+
+
+def close_door(sock: zmq.Socket[Any], channel: Channel) -> None:
+    """Unbind every bound endpoint, so peers stop sending here, keeping what is queued.
+
+    (Messages already queued stay readable after an unbind, unlike after a disconnect, so
+    connected endpoints are left alone and drained instead.)
+    """
+    for address in channel.bound:
+        try:
+            sock.unbind(address)
+        except zmq.ZMQError:
+            pass
