@@ -1,0 +1,82 @@
+"""Every example runs as it is."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import zmq
+
+from zmqapp.testing import wait_for
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_runs_and_exits_zero() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "demo.py")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "got 20 results back" in proc.stdout
+    assert "the worker replied b'World'" in proc.stdout
+    assert "weather: 10001 23C sunny" in proc.stdout
+    assert "exit code 0" in proc.stdout
+
+
+def test_seed_example(peer: Any, running: Any, capsys: Any) -> None:
+    app = load("seed").app
+    pull = peer(zmq.PUSH, bind="tcp://127.0.0.1:*")
+    ticker = peer(zmq.PUB, bind="tcp://127.0.0.1:*")
+    app.config["CHANNELS"] = {
+        "pull": {"endpoint": pull.last_endpoint.decode()},
+        "ticker": {"endpoint": ticker.last_endpoint.decode()},
+    }
+    app.config["LINGER"] = 0
+    running(app)
+    pull.send(b"work")
+    seen: list[str] = []
+
+    def printed(text: str) -> bool:
+        seen.append(capsys.readouterr().out)
+        return any(text in chunk for chunk in seen)
+
+    wait_for(lambda: printed("pulled b'work'"))
+
+    def tick() -> bool:
+        ticker.send(b"ACME 12.5")
+        ticker.send(b"OTHER 1.0")
+        return printed("tick b'ACME 12.5'")
+
+    wait_for(tick, interval=0.01)
+    assert not any("OTHER" in chunk for chunk in seen)
+
+
+def test_five_minutes_example(peer: Any, running: Any, capsys: Any) -> None:
+    app = load("five_minutes").app
+    tasks = peer(zmq.PUSH, bind="tcp://127.0.0.1:*")
+    results = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
+    app.config["CHANNELS"] = {
+        "tasks": {"endpoint": tasks.last_endpoint.decode()},
+        "results": {"endpoint": results.last_endpoint.decode()},
+        "hello": {"endpoint": "tcp://127.0.0.1:*"},
+        "weather": {"endpoint": "inproc://unused-weather"},
+    }
+    app.config["LINGER"] = 0
+    running(app)
+    tasks.send(b"shout")
+    assert results.recv() == b"SHOUT"
+    req = peer(zmq.REQ, connect=app.channels["hello"].bound[0])
+    req.send(b"Hello")
+    assert req.recv() == b"World"

@@ -1,0 +1,243 @@
+"""run, stop, serve, hooks, timers, graceful stop by signal, and exiting without hanging."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from zmqapp import App, NotRunning
+
+TCP = "@tcp://127.0.0.1:*"
+APPS = Path(__file__).parent / "apps"
+
+
+def test_stop_from_a_handler(app: App, peer: Any) -> None:
+    got: list[bytes] = []
+
+    @app.channel("pull", endpoint=TCP, type="PULL")
+    def on_pull(body: bytes) -> None:
+        got.append(body)
+        if body == b"stop":
+            app.stop()
+
+    @app.on_start
+    def send_stop() -> None:
+        push = peer(zmq.PUSH, connect=app.channels["pull"].bound[0])
+        push.send(b"one")
+        push.send(b"stop")
+
+    app.run(install_signal_handlers=False)
+    assert got == [b"one", b"stop"]
+    assert not app.running
+
+
+def test_stop_from_a_timer_and_run_again(app: App) -> None:
+    ticks: list[int] = []
+
+    @app.timer(0.005)
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) % 3 == 0:
+            app.stop()
+
+    app.run(install_signal_handlers=False)
+    assert len(ticks) == 3
+    app.run(install_signal_handlers=False)  # an app can run again after it stopped
+    assert len(ticks) == 6
+
+
+def test_stop_from_another_thread_and_before_start(app: App) -> None:
+    app.stop()  # not running: nothing to do
+    app.add_channel("pull", endpoint=TCP, type="PULL", handler=lambda b: None)
+
+    @app.on_start
+    def stop_soon() -> None:
+        threading.Thread(target=app.stop).start()
+
+    app.run(install_signal_handlers=False)
+    assert not app.running
+
+
+def test_hooks_run_in_order_and_may_send(app: App, peer: Any) -> None:
+    pull = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
+    app.config["LINGER"] = 5000  # time for the goodbye to cross the connection after close
+    app.add_channel("out", endpoint=pull.last_endpoint.decode(), type="PUSH")
+    calls: list[str] = []
+
+    @app.on_start
+    def sync_start() -> None:
+        calls.append("sync start")
+
+    @app.on_start
+    async def async_start() -> None:
+        await asyncio.sleep(0)
+        calls.append("async start")
+        app.stop()
+
+    @app.on_stop
+    async def async_stop() -> None:
+        calls.append("async stop")
+        app.send("out", b"goodbye")
+
+    @app.on_stop
+    def sync_stop() -> None:
+        calls.append("sync stop")
+
+    app.run(install_signal_handlers=False)
+    assert calls == ["sync start", "async start", "async stop", "sync stop"]
+    assert pull.recv() == b"goodbye"  # flushed before the socket closed
+
+
+def test_async_timer_calls_do_not_overlap(app: App) -> None:
+    active: list[int] = []
+    overlaps: list[int] = []
+    calls: list[int] = []
+
+    @app.timer(0.001)
+    async def slow() -> None:
+        if active:
+            overlaps.append(1)
+        active.append(1)
+        await asyncio.sleep(0.005)  # five times the interval
+        active.pop()
+        calls.append(1)
+        if len(calls) == 5:
+            app.stop()
+
+    app.run(install_signal_handlers=False)
+    assert len(calls) == 5
+    assert overlaps == []
+
+
+def test_a_failing_timer_is_logged_and_keeps_running(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    @app.timer(0.001)
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            app.stop()
+        raise RuntimeError("timer trouble")
+
+    app.run(install_signal_handlers=False)
+    assert len(calls) == 3
+    assert sum("timer" in r.getMessage() and "flaky" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_serve_inside_a_running_loop(app: App, peer: Any) -> None:
+    got: list[bytes] = []
+    app.channel("pull", endpoint=TCP, type="PULL")(got.append)
+
+    async def main() -> None:
+        task = asyncio.create_task(app.serve())
+        while not app.channels["pull"].bound:
+            await asyncio.sleep(0.001)
+        peer(zmq.PUSH, connect=app.channels["pull"].bound[0]).send(b"hi")
+        while not got:
+            await asyncio.sleep(0.001)
+        app.stop()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    assert got == [b"hi"]
+    with pytest.raises(NotRunning):
+        app.context  # noqa: B018 - the owned context is gone
+
+
+def test_in_flight_coroutine_handler_finishes_before_stop(app: App, peer: Any) -> None:
+    finished: list[bytes] = []
+
+    @app.channel("pull", endpoint=TCP, type="PULL")
+    async def slow(body: bytes) -> None:
+        if body == b"first":
+            app.stop()  # asked while this handler is still running
+        await asyncio.sleep(0.05)
+        finished.append(body)
+
+    @app.on_start
+    def send() -> None:
+        peer(zmq.PUSH, connect=app.channels["pull"].bound[0]).send(b"first")
+
+    app.run(install_signal_handlers=False)
+    assert finished == [b"first"]
+
+
+def test_queued_messages_are_handled_at_stop(app: App, peer: Any, ctx: Any) -> None:
+    """Messages already in the socket's queue when stop is asked are handled, not dropped."""
+    app = App("drain", context=ctx)
+    app.config.update(LINGER=0)
+    got: list[bytes] = []
+
+    @app.channel("pull", endpoint="@inproc://drain", type="PULL")
+    def on_pull(body: bytes) -> None:
+        got.append(body)
+        if body == b"0":
+            app.stop()
+
+    @app.on_start
+    def fill() -> None:
+        push = peer(zmq.PUSH, connect="inproc://drain")
+        for i in range(500):
+            push.send(b"%d" % i)  # inproc: in the app's queue when send returns
+
+    app.run(install_signal_handlers=False)
+    assert got == [b"%d" % i for i in range(500)]
+
+
+def _start(script: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(APPS / script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+
+
+def _read_until(proc: subprocess.Popen[str], prefix: str, lines: list[str]) -> str:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.strip())
+        if line.startswith(prefix):
+            return line.strip()
+    raise AssertionError(f"process ended before printing {prefix!r}: {lines[-5:]}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_a_real_process_gracefully(signum: int, peer: Any) -> None:
+    proc = _start("graceful.py")
+    lines: list[str] = []
+    try:
+        address = _read_until(proc, "bound ", lines).split()[1]
+        push = peer(zmq.PUSH, connect=address)
+        for i in range(300):
+            push.send(b"%d" % i)
+        _read_until(proc, "handled 20", lines)
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    lines += out.splitlines()
+    assert proc.returncode == 0
+    handled = [line.split()[1] for line in lines if line.startswith("handled ")]
+    [report] = [line for line in lines if line.startswith("stopped ")]
+    assert report == "stopped received=300 handled=300"
+    assert handled == [str(i) for i in range(300)]  # nothing received was lost, in order
+
+
+def test_process_with_undeliverable_messages_exits() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(APPS / "lingering.py")], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "exited"
+    assert "100 queued messages were not sent" in proc.stderr or proc.stderr == ""
