@@ -127,10 +127,10 @@ def _annotation(fn: Callable[..., Any], param: str) -> Any:
     while isinstance(target, functools.partial):
         target = target.func
     try:
-        hints = inspect.get_annotations(target, eval_str=True)  # type: ignore[arg-type]
+        hints = inspect.get_annotations(target, eval_str=True)
     except Exception:
         try:
-            hints = inspect.get_annotations(target)  # type: ignore[arg-type]
+            hints = inspect.get_annotations(target)
         except Exception:
             return None
     value = hints.get(param)

@@ -13,7 +13,7 @@ import struct
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import zmq
 from tornado.ioloop import PeriodicCallback
@@ -26,9 +26,6 @@ from .loop import Pump, RateLimitedLog
 from .message import Frames, encode_body, encode_topic, parse_error_reply
 from .signals import app_started, app_starting, app_stopped, app_stopping, handler_failed
 from .sockets import close_door, open_socket
-
-if TYPE_CHECKING:
-    from .testing import TestClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("zmqapp")
@@ -351,8 +348,10 @@ class App:
         if topic is not None:
             frames.insert(0, encode_topic(topic))
         if identity is not None:
-            envelope = [identity] if isinstance(identity, (bytes, bytearray)) else list(identity)
-            frames[:0] = envelope
+            if isinstance(identity, (bytes, bytearray)):
+                frames.insert(0, bytes(identity))
+            else:
+                frames[:0] = list(identity)
         return frames
 
     def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -459,10 +458,10 @@ class App:
         loop = asyncio.get_running_loop()
         installed: list[int] = []
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
-            for signum in (_signal.SIGINT, _signal.SIGTERM):
+            for sig in (_signal.SIGINT, _signal.SIGTERM):
                 try:
-                    loop.add_signal_handler(signum, self._on_signal, signum)
-                    installed.append(signum)
+                    loop.add_signal_handler(sig, self._on_signal, sig)
+                    installed.append(sig)
                 except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
                     pass
         try:
@@ -696,17 +695,6 @@ class App:
         assert self._loop is not None
         return self._loop.run_in_executor(self._executor, call)
 
-    # -- testing -------------------------------------------------------------------------------
-
-    def test_client(self) -> TestClient:
-        """A test client that runs this app in-process without opening network endpoints.
-
-        See :class:`zmqapp.testing.TestClient`.
-        """
-        from .testing import TestClient
-
-        return TestClient(self)
-
 
 class _Requests:
     """The requests in flight on one REQ or DEALER channel, matched to their replies.
@@ -795,5 +783,5 @@ def _root_path(import_name: str) -> str:
     module = sys.modules.get(import_name)
     filename = getattr(module, "__file__", None)
     if filename:
-        return os.path.dirname(os.path.abspath(filename))
+        return os.path.dirname(os.path.abspath(str(filename)))
     return os.getcwd()

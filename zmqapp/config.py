@@ -14,6 +14,7 @@ import errno
 import importlib
 import json
 import os
+import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import IO, Any
@@ -171,9 +172,9 @@ class Config(dict):  # type: ignore[type-arg]
 
 
 def _toml_load() -> Callable[[IO[Any]], Mapping[str, Any]]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
+    else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     return tomllib.load
 

@@ -29,7 +29,7 @@ def open_socket(
             f"channel {channel.name!r} has no endpoint; pass endpoint=... when declaring it or "
             f"set CHANNELS.{channel.name}.endpoint in the config"
         )
-    sock = context.socket(channel.socket_type)
+    sock: zmq.Socket[Any] = context.socket(channel.socket_type)
     try:
         sock.setsockopt(zmq.LINGER, int(config.get("LINGER", 1000)))
         for key, option in DEFAULT_OPTIONS.items():
@@ -56,7 +56,7 @@ def open_socket(
             try:
                 if endpoint.bind:
                     sock.bind(endpoint.address)
-                    channel.bound.append(sock.last_endpoint.decode())
+                    channel.bound.append(bytes(sock.getsockopt(zmq.LAST_ENDPOINT)).decode())
                 else:
                     sock.connect(endpoint.address)
             except zmq.ZMQError as exc:

@@ -100,4 +100,3 @@ class AppThread:
     def stopped(self) -> bool:
         """True once the app's run() has returned."""
         return self._stopped.is_set()
-
