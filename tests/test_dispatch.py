@@ -284,3 +284,24 @@ def test_sending_on_a_socket_does_not_lose_its_read_wakeups(
         router.send_multipart([identity, b"%d" % i])
     wait_for(lambda: len(got) == 300)
     assert got == [b"%d" % i for i in range(300)]
+
+
+def test_a_raising_signal_receiver_does_not_wedge_the_channel(
+    app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: list[bytes] = []
+    app.channel("pull", endpoint=TCP, type="PULL")(got.append)
+
+    def broken(sender: App, message: Message) -> None:
+        raise RuntimeError("receiver bug")
+
+    running(app)
+    push = peer(zmq.PUSH, connect=app.channels["pull"].bound[0])
+    signals.message_received.connect(broken, sender=app)
+    try:
+        push.send(b"lost to the broken receiver")
+        wait_for(lambda: "zmqapp failed to dispatch a message on 'pull'" in caplog.text)
+    finally:
+        signals.message_received.disconnect(broken, sender=app)
+    push.send(b"after")
+    wait_for(lambda: got == [b"after"])

@@ -247,10 +247,18 @@ def test_idle_req_channel_survives_peers_coming_and_going(
     address = f"tcp://127.0.0.1:{port}"
     app.add_channel("req", endpoint=address, type="REQ")
     running(app)
+
+    def bind_rep() -> Any:  # a closed socket frees its port in the background: retry
+        try:
+            return peer(zmq.REP, bind=address)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE:
+                raise
+            return None
+
     for _ in range(5):
-        rep = peer(zmq.REP, bind=address)
-        rep.close(linger=0)
-    rep = peer(zmq.REP, bind=address)
+        wait_for(bind_rep).close(linger=0)
+    rep = wait_for(bind_rep)
     answered = threading.Thread(target=lambda: rep.send(rep.recv() + b"!"))
     answered.start()
     assert app.request_sync("req", b"still works", timeout=5) == b"still works!"
@@ -342,3 +350,29 @@ def test_bind_conflict_is_a_clear_error(app: App, peer: Any) -> None:
     with pytest.raises(Exception, match=rf"could not bind {taken}: Address already in use"):
         app.run(install_signal_handlers=False)
     assert not app.running
+
+
+def test_socket_events_from_the_monitor(app: App, running: Any, peer: Any) -> None:
+    from zmqapp import signals
+
+    events: list[tuple[str, str]] = []
+
+    def on_event(sender: App, channel: Any, event: str, endpoint: str, value: int) -> None:
+        events.append((channel.name, event))
+
+    app.channel("pull", endpoint=TCP, type="PULL", monitor=True)(lambda body: None)
+    app.channel("quiet", endpoint=TCP, type="PULL")(lambda body: None)
+    signals.socket_event.connect(on_event, sender=app)
+    try:
+        running(app)
+        wait_for(lambda: ("pull", "listening") in events)  # the monitor saw the bind itself
+        push = peer(zmq.PUSH, connect=app.channels["pull"].bound[0])
+        push.send(b"x")
+        wait_for(lambda: ("pull", "handshake_succeeded") in events)
+        push.close(linger=0)
+        wait_for(lambda: ("pull", "disconnected") in events)
+        # Something listened to socket-event as the app started, so every channel is watched.
+        wait_for(lambda: ("quiet", "listening") in events)
+    finally:
+        signals.socket_event.disconnect(on_event, sender=app)
+    assert ("pull", "accepted") in events

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from ._typed import converter_for
 from .errors import SetupError
 
 if TYPE_CHECKING:
@@ -99,11 +100,15 @@ class Handler:
                     f"{param.name!r} a default value or remove it"
                 )
         self.inject = tuple(inject)
+        #: Whether the body can be passed positionally (it is the first parameter); if an
+        #: injected parameter comes first, as in ``def h(topic, body)``, it goes by name.
+        first = next(iter(sig.parameters), None)
+        self.body_positional = self.body_param is not None and self.body_param == first
         self.body_type: Any = None
         if self.body_param is not None:
             self.body_type = _annotation(fn, self.body_param)
         #: Validates and converts the decoded body for a typed body parameter, else None.
-        self.convert: Callable[[Any], Any] | None = None
+        self.convert: Callable[[Any], Any] | None = converter_for(self.body_type)
 
     def check(self, channel_name: str, socket_type: int, type_name: str) -> None:
         """Raise :class:`SetupError` if this handler asks for what ``socket_type`` never has."""
@@ -135,6 +140,10 @@ def _annotation(fn: Callable[..., Any], param: str) -> Any:
             return None
     value = hints.get(param)
     return None if isinstance(value, str) else value
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 def _getter(name: str) -> Callable[[Message], Any]:
@@ -183,6 +192,15 @@ def make_invoker(receiver: Any, sender: Any, run_in_thread: ThreadRunner) -> tup
 
             def invoke(message: Message) -> Any:
                 return fn()
+
+    elif not receiver.body_positional:
+        body_param = receiver.body_param
+        convert_body = convert or _identity
+
+        def invoke(message: Message) -> Any:
+            kwargs = {name: get(message) for name, get in getters}
+            kwargs[body_param] = convert_body(message.body)
+            return fn(**kwargs)
 
     elif convert is not None:
 

@@ -24,7 +24,15 @@ from .config import DEFAULTS, Config
 from .errors import DecodeError, NotRunning, SetupError, Timeout
 from .loop import Pump, RateLimitedLog
 from .message import Frames, encode_body, encode_topic, parse_error_reply
-from .signals import app_started, app_starting, app_stopped, app_stopping, handler_failed
+from .monitor import SocketMonitor
+from .signals import (
+    app_started,
+    app_starting,
+    app_stopped,
+    app_stopping,
+    handler_failed,
+    socket_event,
+)
 from .sockets import close_door, open_socket
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,7 +119,7 @@ class App:
         self._requests: dict[str, _Requests] = {}
         self._decode_log = RateLimitedLog(self.logger)
         self._owned_context: zmq.Context[Any] | None = None
-        self._extra_sockets: list[zmq.Socket[Any]] = []
+        self._monitors: list[SocketMonitor] = []
         self._hooks_ran = False
 
     def __repr__(self) -> str:
@@ -519,7 +527,12 @@ class App:
         finally:
             await self._shutdown()
 
-    def _apply_config(self) -> None:
+    def apply_config(self) -> None:
+        """Apply the ``CHANNELS`` config to every channel and check that the app is complete.
+
+        The app does this when it starts; tools (``zmqapp channels``, ``zmqapp graph``) call it
+        to see the channels as they would run. Raises :class:`SetupError` naming the problem.
+        """
         overrides = self.config.get("CHANNELS") or {}
         if not isinstance(overrides, dict):
             raise SetupError("config key CHANNELS must map channel names to option dicts")
@@ -562,12 +575,18 @@ class App:
 
     def _open_sockets(self, context: zmq.Context[Any]) -> None:
         for name, channel in self.channels.items():
-            sock = open_socket(context, channel, self.config)
+            sock = open_socket(context, channel, self.config, monitor=self._watch)
             channel.socket = sock
             self._pumps[name] = Pump(self, channel, sock)
 
+    def _watch(self, channel: Channel, sock: zmq.Socket[Any]) -> None:
+        """Start monitoring ``sock`` if ``channel`` is to be monitored (before it binds)."""
+        wanted = self.config.get("MONITOR") or socket_event.receivers
+        if wanted or channel.monitor or channel.security:
+            self._monitors.append(SocketMonitor(self, channel, sock))
+
     async def _startup(self) -> None:
-        self._apply_config()
+        self.apply_config()
         app_starting.send(self)
         context = self._make_context()
         self._open_sockets(context)
@@ -662,13 +681,13 @@ class App:
                     len(pump.outbox),
                 )
         linger = int(self.config["LINGER"])
+        for monitor in self._monitors:
+            monitor.close()
+        self._monitors.clear()
         for pump in pumps:
             pump.close(linger)
             pump.channel.socket = None
             pump.channel._on_receivers_changed = None
-        for sock in self._extra_sockets:
-            sock.close(linger=0)
-        self._extra_sockets.clear()
         self._pumps.clear()
         self._requests.clear()
         if self._executor is not None:

@@ -16,7 +16,7 @@ import zmq
 from blinker import Signal
 
 from ._handlers import Handler
-from .codecs import Codec, get_codec
+from .codecs import Codec, RawCodec, Utf8Codec, get_codec
 from .errors import SetupError
 
 #: The socket types a channel may be, by name.
@@ -164,9 +164,12 @@ def _receiver_id(obj: Any) -> Any:
 class ChannelStats:
     """Counters of one channel, kept across runs of the app."""
 
-    __slots__ = ("decode_failed", "dropped", "failed", "handled", "received", "sent")
+    __slots__ = (
+        "decode_failed", "dropped", "failed", "handled", "handshake_failed", "received", "sent",
+    )  # fmt: skip
 
     def __init__(self) -> None:
+        self.handshake_failed = 0
         self.received = 0
         self.handled = 0
         self.failed = 0
@@ -317,6 +320,14 @@ class Channel:
                 f"app.add_channel({self.name!r}, ...) and no handler"
             )
         handler.check(self.name, self.socket_type, self.type_name)
+        if handler.convert is not None and isinstance(self.codec, (RawCodec, Utf8Codec)):
+            kind = getattr(handler.body_type, "__name__", "a typed body")
+            raise SetupError(
+                f"handler {handler.name} takes its body as {kind}, but channel {self.name!r} "
+                f"uses the {self.codec.name} codec, whose bodies are "
+                f"{'bytes' if isinstance(self.codec, RawCodec) else 'str'}; give the channel "
+                "codec='json' or codec='msgpack'"
+            )
         if handler.threaded or self.threaded:
             handler.threaded = not handler.is_async
 

@@ -189,7 +189,10 @@ class Pump:
             while count < self.batch:
                 frames = recv(_NOBLOCK)
                 count += 1
-                dispatch(frames)
+                try:
+                    dispatch(frames)
+                except Exception:  # a zmqapp bug: say so, and never let it wedge the channel
+                    log.exception("zmqapp failed to dispatch a message on %r", self.channel.name)
                 if not self.reading:
                     return False
             return True
@@ -219,8 +222,8 @@ class Pump:
         """The general path: build a :class:`Message`, call every receiver, reply, signal."""
         try:
             message = self.parse(frames)
-        except DecodeError as exc:
-            self.decode_failed(frames, exc)
+        except Exception as exc:
+            self.decode_failed(frames, _as_decode_error(exc))
             return
         if message_received.receivers:
             message_received.send(self.app, message=message)
@@ -514,6 +517,14 @@ class Pump:
         self._wake_room()
         self.loop.remove_reader(self.fd)
         self.socket.close(linger=linger)
+
+
+def _as_decode_error(exc: Exception) -> DecodeError:
+    if isinstance(exc, DecodeError):
+        return exc
+    error = DecodeError(f"malformed message: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _no_fast_path(body: Any) -> Any:  # pragma: no cover - never called

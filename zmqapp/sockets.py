@@ -3,7 +3,7 @@ connected ZeroMQ socket, and closing it again."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
@@ -16,13 +16,17 @@ DEFAULT_OPTIONS: dict[str, int] = {"SNDHWM": zmq.SNDHWM, "RCVHWM": zmq.RCVHWM}
 
 
 def open_socket(
-    context: zmq.Context[Any], channel: Channel, config: Mapping[str, Any]
+    context: zmq.Context[Any],
+    channel: Channel,
+    config: Mapping[str, Any],
+    monitor: Callable[[Channel, zmq.Socket[Any]], None] | None = None,
 ) -> zmq.Socket[Any]:
     """Create ``channel``'s socket, set its options, subscribe, then bind and connect.
 
     Options come first because ZeroMQ applies most of them only to connections made after
-    they are set. Raises :class:`SetupError` with the endpoint named when a bind or connect
-    fails; the half-made socket is closed first.
+    they are set. ``monitor`` is called with the socket before any bind or connect, so a
+    monitor sees every event. Raises :class:`SetupError` with the endpoint named when a bind or
+    connect fails; the half-made socket is closed first.
     """
     if not channel.endpoints:
         raise SetupError(
@@ -51,6 +55,8 @@ def open_socket(
             for topic in channel.subscribe:
                 sock.setsockopt(zmq.SUBSCRIBE, topic)
 
+        if monitor is not None:
+            monitor(channel, sock)
         channel.bound = []
         for endpoint in channel.endpoints:
             try:

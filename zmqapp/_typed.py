@@ -1,0 +1,184 @@
+"""Typed bodies: validate and convert a decoded body for a handler's annotated body parameter.
+
+A body parameter annotated with a dataclass, a ``TypedDict`` or a pydantic model gets an
+instance of it (a dict for a TypedDict), built from the decoded body (usually a JSON or
+msgpack object). A body that does not fit raises :class:`DecodeError`: it is a decode
+failure of the message, never a crash of the handler.
+
+With pydantic installed, validation is pydantic's (``TypeAdapter``, lax mode: ``"3"`` may
+become ``3``). Without it (or for a ``typing.TypedDict`` that pydantic refuses before Python
+3.12), zmqapp checks dataclasses and TypedDicts itself, strictly: builtin
+types, ``Optional``/unions, ``list[...]``, ``dict[...]``, ``tuple[...]``, ``Literal`` and
+nested dataclasses/TypedDicts; other annotations are accepted as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import DecodeError
+
+Converter = Callable[[Any], Any]
+
+
+def is_typed_dict(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, dict) and hasattr(tp, "__required_keys__")
+
+
+def is_pydantic_model(tp: Any) -> bool:
+    return isinstance(tp, type) and hasattr(tp, "model_validate") and hasattr(tp, "model_fields")
+
+
+def converter_for(annotation: Any) -> Converter | None:
+    """The converter for a body annotation, or None if the annotation asks for no conversion."""
+    is_dataclass = isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+    if not (is_dataclass or is_typed_dict(annotation) or is_pydantic_model(annotation)):
+        return None
+    adapter = _pydantic_adapter(annotation)
+    if adapter is not None:
+        return adapter
+    return functools.partial(_convert_checked, annotation)
+
+
+def _pydantic_adapter(annotation: Any) -> Converter | None:
+    try:
+        import pydantic
+    except ImportError:
+        return None
+    try:
+        adapter = pydantic.TypeAdapter(annotation)
+    except pydantic.PydanticUserError:
+        return None  # e.g. typing.TypedDict before Python 3.12: zmqapp's own checks apply
+    name = getattr(annotation, "__name__", repr(annotation))
+
+    def validate(body: Any) -> Any:
+        try:
+            return adapter.validate_python(body)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+            )
+            raise DecodeError(f"the body does not fit {name}: {problems}") from None
+
+    return validate
+
+
+def _convert_checked(annotation: Any, body: Any) -> Any:
+    name = getattr(annotation, "__name__", repr(annotation))
+    try:
+        return _convert(body, annotation, "body")
+    except _Mismatch as exc:
+        raise DecodeError(f"the body does not fit {name}: {exc}") from None
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against ``tp`` and return it converted (dataclasses instantiated)."""
+    if tp is Any or tp is typing.Any:
+        return value
+    if tp is None or tp is type(None):
+        if value is not None:
+            raise _Mismatch(f"{path}: expected null, got {type(value).__name__}")
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        for option in args:
+            try:
+                return _convert(value, option, path)
+            except _Mismatch:
+                continue
+        raise _Mismatch(f"{path}: {value!r} fits none of {tp}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise _Mismatch(f"{path}: expected one of {args!r}, got {value!r}")
+        return value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _convert_dataclass(value, tp, path)
+    if is_typed_dict(tp):
+        return _convert_typed_dict(value, tp, path)
+    if origin in (list, set, frozenset) or tp in (list, set, frozenset):
+        if not isinstance(value, list):
+            raise _Mismatch(f"{path}: expected a list, got {type(value).__name__}")
+        item = args[0] if args else Any
+        items = [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        container = origin or tp
+        return items if container is list else container(items)
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch(f"{path}: expected an array, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if args:
+            if len(args) != len(value):
+                raise _Mismatch(f"{path}: expected {len(args)} items, got {len(value)}")
+            pairs = enumerate(zip(value, args, strict=True))
+            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in pairs)
+        return tuple(value)
+    if origin is dict or tp is dict or origin is Mapping:
+        if not isinstance(value, dict):
+            raise _Mismatch(f"{path}: expected an object, got {type(value).__name__}")
+        key_tp, value_tp = args if args else (Any, Any)
+        return {
+            _convert(k, key_tp, f"{path} key"): _convert(v, value_tp, f"{path}[{k!r}]")
+            for k, v in value.items()
+        }
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Mismatch(f"{path}: expected a number, got {type(value).__name__}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Mismatch(f"{path}: expected an integer, got {type(value).__name__}")
+        return value
+    if isinstance(tp, type) and tp in (str, bytes, bool):
+        if not isinstance(value, tp):
+            raise _Mismatch(f"{path}: expected {tp.__name__}, got {type(value).__name__}")
+        return value
+    return value  # an annotation this checker does not know: accept the value as it is
+
+
+def _hints(tp: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(tp)
+    except Exception:
+        return {}
+
+
+def _convert_dataclass(value: Any, tp: type, path: str) -> Any:
+    if not isinstance(value, dict):
+        raise _Mismatch(f"{path}: expected an object, got {type(value).__name__}")
+    hints = _hints(tp)
+    kwargs = {}
+    for field in dataclasses.fields(tp):
+        if not field.init:
+            continue
+        if field.name in value:
+            kwargs[field.name] = _convert(
+                value[field.name], hints.get(field.name, Any), f"{path}.{field.name}"
+            )
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise _Mismatch(f"{path}.{field.name}: missing")
+    return tp(**kwargs)
+
+
+def _convert_typed_dict(value: Any, tp: type, path: str) -> Any:
+    if not isinstance(value, dict):
+        raise _Mismatch(f"{path}: expected an object, got {type(value).__name__}")
+    hints = _hints(tp)
+    for key in getattr(tp, "__required_keys__", ()):
+        if key not in value:
+            raise _Mismatch(f"{path}.{key}: missing")
+    return {
+        key: _convert(item, hints[key], f"{path}.{key}") if key in hints else item
+        for key, item in value.items()
+        if key in hints
+    }
