@@ -1,0 +1,536 @@
+"""The ``zmqapp`` command line (also ``python -m zmqapp``).
+
+Click glue only: finding and configuring apps lives in :mod:`zmqapp._discovery`, the shell
+peer of ``send`` and ``listen`` in :mod:`zmqapp._peer`, the topology of ``graph`` in
+:mod:`zmqapp._graph`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+import zmq
+import zmq.auth
+
+from . import __version__
+from ._discovery import NoAppError, Setting, load_app, locate_app, parse_setting
+from ._graph import build_topology, to_dot, to_mermaid
+from ._peer import (
+    CODEC_NAMES,
+    LISTEN_TYPES,
+    SEND_TYPES,
+    ListenOptions,
+    SendOptions,
+    argument_bytes,
+    encode_input,
+    listen,
+    send,
+    stdin_lines,
+)
+from .app import App
+from .channel import Channel, Endpoint, parse_endpoints
+from .errors import SetupError
+from .signals import app_started, app_stopped
+
+F = TypeVar("F", bound=Callable[..., Any])
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Output files ``zmqapp graph`` renders through Graphviz rather than writing as text.
+IMAGE_FORMATS = ("svg", "png", "pdf")
+
+log = logging.getLogger("zmqapp")
+
+
+@contextmanager
+def setup_errors() -> Iterator[None]:
+    """Show a :class:`~zmqapp.SetupError` as a one-line error (exit code 1), not a traceback."""
+    try:
+        yield
+    except SetupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _parse_settings(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> list[Setting]:
+    try:
+        return [parse_setting(value) for value in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def app_option(f: F) -> F:
+    """The --app option (env ZMQAPP_APP) of the commands that load one app."""
+    return click.option(
+        "--app",
+        "app_spec",
+        envvar="ZMQAPP_APP",
+        metavar="MODULE[:NAME]",
+        help="The app: 'module', 'module:app', 'module:create_app()' or 'path/to/file.py'. "
+        "Env: ZMQAPP_APP.",
+    )(f)
+
+
+def config_options(f: F) -> F:
+    """--config and --set, applied as `zmqapp run` applies them (see load_app)."""
+    f = click.option(
+        "--set",
+        "settings",
+        multiple=True,
+        metavar="KEY=VALUE",
+        callback=_parse_settings,
+        help="Set a config key, applied last; dots nest "
+        "(CHANNELS.tasks.endpoint=tcp://10.0.0.5:5557). VALUE is JSON, else a string. "
+        "Repeatable.",
+    )(f)
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="A .toml, .json or .py config file, applied before ZMQAPP_* env vars and --set.",
+    )(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="zmqapp")
+def main() -> None:
+    """Run zmqapp services, and talk to any ZeroMQ peer from the shell.
+
+    \b
+    Examples:
+      zmqapp run --app myservice:app --set CHANNELS.tasks.endpoint=tcp://10.0.0.5:5557
+      zmqapp listen 'tcp://*:5557' --type PULL
+      zmqapp send tcp://localhost:5555 Hello --type REQ
+    """
+
+
+# -- run and channels --------------------------------------------------------------------------
+
+
+@main.command()
+@app_option
+@config_options
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Log messages from this level up, to stderr.",
+)
+def run(
+    app_spec: str | None, config_file: str | None, settings: list[Setting], log_level: str
+) -> None:
+    """Run an app until SIGINT or SIGTERM, then stop it gracefully.
+
+    Config is applied on top of what the module sets: --config first, then ZMQAPP_* env
+    vars (ZMQAPP_CHANNELS__tasks__endpoint=...), then each --set.
+
+    \b
+    Example:
+      zmqapp run --app myservice:app --config prod.toml --set SHUTDOWN_TIMEOUT=2
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with setup_errors():
+        app = load_app(app_spec, config_file, settings)
+    # (--workers N branches here: run `app` in N processes instead of in this one.)
+    run_app(app)
+
+
+def run_app(app: App) -> None:
+    """Run ``app`` in this process, logging where its channels are and when it stopped."""
+
+    def started(sender: App) -> None:
+        where = "; ".join(
+            f"{c.name} {c.type_name} {_running_endpoints(c)}" for c in sender.channels.values()
+        )
+        log.info("app %r is running: %s", sender.name, where or "no channels")
+
+    def stopped(sender: App) -> None:
+        log.info("app %r stopped", sender.name)
+
+    app_started.connect(started, sender=app, weak=False)
+    app_stopped.connect(stopped, sender=app, weak=False)
+    try:
+        with setup_errors():
+            app.run()
+    finally:
+        app_started.disconnect(started, sender=app)
+        app_stopped.disconnect(stopped, sender=app)
+
+
+def _running_endpoints(channel: Channel) -> str:
+    """A running channel's endpoints, bound ones with the port the OS chose."""
+    bound = iter(channel.bound)
+    return ", ".join("@" + next(bound, e.address) if e.bind else str(e) for e in channel.endpoints)
+
+
+@main.command()
+@app_option
+@config_options
+def channels(app_spec: str | None, config_file: str | None, settings: list[Setting]) -> None:
+    """Show an app's channels, with config applied as `zmqapp run` would.
+
+    Endpoints read @address for a bind and >address for a connect.
+
+    \b
+    Example:
+      zmqapp channels --app examples/five_minutes.py
+    """
+    with setup_errors():
+        app = load_app(app_spec, config_file, settings)
+        app.apply_config()
+    header = ("NAME", "TYPE", "ENDPOINTS", "CODEC", "HANDLERS", "SEND_TO")
+    rows = [
+        (
+            channel.name,
+            channel.type_name,
+            ", ".join(map(str, channel.endpoints)) or "-",
+            str(getattr(channel.codec, "name", type(channel.codec).__name__)),
+            ", ".join(handler.name for handler in channel.handlers) or "-",
+            channel.send_to or "-",
+        )
+        for channel in app.channels.values()
+    ]
+    if not rows:
+        click.echo(f"app {app.name!r} has no channels")
+        return
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+# -- send and listen ---------------------------------------------------------------------------
+
+
+def _endpoints(endpoint: str, bind: bool | None) -> list[Endpoint]:
+    try:
+        return parse_endpoints(endpoint, bind)
+    except SetupError as exc:
+        raise click.BadParameter(str(exc), param_hint="'ENDPOINT'") from None
+
+
+def peer_options(types: Sequence[str]) -> Callable[[F], F]:
+    """ENDPOINT, --type (one of ``types``), --bind/--connect and --codec: what send and listen
+    share."""
+
+    def decorate(f: F) -> F:
+        for option in reversed(
+            [
+                click.argument("endpoint"),
+                click.option(
+                    "--type",
+                    "type_name",
+                    required=True,
+                    type=click.Choice(types, case_sensitive=False),
+                    help="The socket type.",
+                ),
+                click.option(
+                    "--bind/--connect",
+                    default=None,
+                    help="Bind or connect an ENDPOINT with no @ or > prefix. Default: bind a "
+                    "wildcard host (tcp://*:N), connect anything else.",
+                ),
+                click.option(
+                    "--codec",
+                    type=click.Choice(CODEC_NAMES, case_sensitive=False),
+                    default="raw",
+                    show_default=True,
+                    help="How bodies are encoded and shown. For json and msgpack, what you type "
+                    "is a JSON document.",
+                ),
+            ]
+        ):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+@main.command("send")
+@peer_options(SEND_TYPES)
+@click.argument("messages", nargs=-1, metavar="[MESSAGE]...")
+@click.option("--topic", help="PUB only: sent as frame 0, before each message.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    help="Send the one MESSAGE this many times, with a progress bar and the rate achieved.",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), help="At most this many msg/s."
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    help="PUB: wait up to SECONDS for a first subscriber before sending, as PUB drops "
+    "messages sent before subscribers join (default 0.2). Other types: pause SECONDS first "
+    "(default 0).",
+    metavar="SECONDS",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Fail if no peer takes a message, or no reply comes (REQ, DEALER), this long.",
+)
+def send_command(
+    endpoint: str,
+    type_name: str,
+    bind: bool | None,
+    codec: str,
+    messages: tuple[str, ...],
+    topic: str | None,
+    count: int | None,
+    rate: float | None,
+    wait: float | None,
+    timeout: float,
+) -> None:
+    """Send messages to an endpoint; REQ and DEALER print the replies.
+
+    Each MESSAGE argument is one message; with none, each line of stdin is one. ENDPOINT is
+    @address to bind, >address to connect, or an address and --bind/--connect. DEALER sends
+    an empty delimiter frame first, as REQ does, so REP and ROUTER servers answer it. A
+    zmqapp error reply is shown as an error (exit code 1). Sent messages get up to 2 s to be
+    delivered before the command exits.
+
+    \b
+    Examples:
+      zmqapp send tcp://localhost:5555 Hello --type REQ
+      zmqapp send tcp://localhost:5556 '{"temp": 21}' --type PUB --topic weather --codec json
+      seq 100 | zmqapp send tcp://localhost:5557 --type PUSH
+      zmqapp send tcp://localhost:5557 job --type PUSH --count 10000 --rate 500
+    """
+    type_name = type_name.upper()
+    if topic is not None and type_name != "PUB":
+        raise click.UsageError("--topic is for --type PUB; other types have no topics.")
+    encoded: Iterable[bytes]
+    if messages or count is not None:
+        data = [argument_bytes(m) for m in messages] or list(_stdin_messages())
+        if count is not None and len(data) != 1:
+            raise click.UsageError(
+                f"--count repeats one message, but {len(data)} were given; give exactly one."
+            )
+        encoded = [encode_input(codec, item) for item in data]  # bad input fails before sending
+    else:
+        encoded = (encode_input(codec, item) for item in _stdin_messages())  # streamed
+    options = SendOptions(
+        type_name=type_name,
+        topic=argument_bytes(topic) if topic is not None else None,
+        codec=codec,
+        count=count,
+        rate=rate,
+        wait=wait,
+        timeout=timeout,
+    )
+    send(_endpoints(endpoint, bind), encoded, options)
+
+
+def _stdin_messages() -> Iterator[bytes]:
+    if sys.stdin.isatty():
+        click.echo("reading messages from stdin, one per line (Ctrl-D to end)", err=True)
+    return stdin_lines(sys.stdin.buffer)
+
+
+@main.command("listen")
+@peer_options(LISTEN_TYPES)
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    help="SUB only: subscribe to messages starting with this; repeatable. Default: all.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per message.")
+@click.option("--count", type=click.IntRange(min=1), help="Exit after this many messages.")
+@click.option(
+    "--reply",
+    metavar="TEXT",
+    help="REP and ROUTER: answer every request with TEXT (encoded with --codec). "
+    "Default: echo the request back.",
+)
+def listen_command(
+    endpoint: str,
+    type_name: str,
+    bind: bool | None,
+    codec: str,
+    topics: tuple[str, ...],
+    as_json: bool,
+    count: int | None,
+    reply: str | None,
+) -> None:
+    """Print the messages that arrive at an endpoint; REP and ROUTER answer them.
+
+    One line per message: <identity> (ROUTER), [topic] (SUB, frame 0 of a message of two
+    or more frames), then the body frames separated by ' | '. Bytes are shown as text when
+    they are printable UTF-8, else as a Python bytes literal; --codec decodes them first.
+
+    With --json, each line is {"frames": [...], "topic": ..., "identity": ...}, topic and
+    identity null when absent. Bytes that are UTF-8 are JSON strings; others are
+    {"encoding": "base64", "data": "..."}. Ctrl-C or SIGTERM stops (exit code 0).
+
+    \b
+    Examples:
+      zmqapp listen 'tcp://*:5557' --type PULL
+      zmqapp listen tcp://localhost:5556 --type SUB --topic weather --json
+      zmqapp listen 'tcp://*:5555' --type REP --reply World
+    """
+    type_name = type_name.upper()
+    if topics and type_name != "SUB":
+        raise click.UsageError("--topic is for --type SUB; other types have no topics.")
+    if reply is not None and type_name not in ("REP", "ROUTER"):
+        raise click.UsageError("--reply is for --type REP and ROUTER, which answer requests.")
+    options = ListenOptions(
+        type_name=type_name,
+        topics=[argument_bytes(t) for t in topics],
+        codec=codec,
+        as_json=as_json,
+        count=count,
+        reply=None if reply is None else encode_input(codec, argument_bytes(reply)),
+    )
+    listen(_endpoints(endpoint, bind), options)
+
+
+# -- graph -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--app",
+    "app_specs",
+    multiple=True,
+    envvar="ZMQAPP_APP",
+    metavar="MODULE[:NAME]",
+    help="An app to include, as for `zmqapp run`; repeat for each app.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("mermaid", "dot")),
+    help="Mermaid flowchart (the default) or Graphviz DOT.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write to this file instead of stdout; .svg, .png or .pdf renders DOT with Graphviz.",
+)
+def graph(app_specs: tuple[str, ...], output_format: str | None, output: str | None) -> None:
+    """Draw which channels bind where and who connects to them, across apps.
+
+    Each channel is a node; an edge goes from a channel that connects to the channel that
+    binds the address, labelled with the address and both socket types. Warnings (also
+    written as comments) name connects nobody binds, addresses bound twice and socket
+    types that cannot talk to each other. Config comes from each module, as declared.
+
+    \b
+    Examples:
+      zmqapp graph --app worker.py --app driver.py
+      zmqapp graph --app worker.py --format dot --output topology.svg
+    """
+    if not app_specs:
+        raise NoAppError("No app given: pass --app MODULE[:NAME] once for each app to draw.")
+    image = _image_format(output)
+    if image and output_format == "mermaid":
+        raise click.UsageError(
+            f"Graphviz renders {output}, and it reads DOT, not Mermaid; drop --format mermaid, "
+            "or write the Mermaid text to a .mmd file."
+        )
+    with setup_errors():
+        apps = [(spec, locate_app(spec)) for spec in app_specs]
+        topology = build_topology(apps)
+    for warning in topology.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    text = to_dot(topology) if image or output_format == "dot" else to_mermaid(topology)
+    if output is None:
+        click.echo(text, nl=False)
+    elif image:
+        _render_dot(text, image, output)
+    else:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def _image_format(output: str | None) -> str | None:
+    suffix = os.path.splitext(output or "")[1].lower().lstrip(".")
+    return suffix if suffix in IMAGE_FORMATS else None
+
+
+def _render_dot(text: str, image: str, output: str) -> None:
+    dot = shutil.which("dot")
+    if dot is None:
+        raise click.ClickException(
+            f"Graphviz is not installed (there is no 'dot' program on PATH), so {output} cannot "
+            "be rendered. Install it (apt install graphviz, brew install graphviz), or write "
+            "the text instead: zmqapp graph ... --format dot --output topology.dot"
+        )
+    done = subprocess.run(
+        [dot, f"-T{image}", "-o", output], input=text.encode(), capture_output=True, timeout=60
+    )
+    if done.returncode != 0:
+        raise click.ClickException(
+            f"Graphviz could not render {output}: {done.stderr.decode(errors='replace').strip()}"
+        )
+
+
+# -- keygen ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", default="server", show_default=True, help="The certificates' base name.")
+@click.option("--force", is_flag=True, help="Overwrite certificates that already exist.")
+def keygen(directory: str, name: str, force: bool) -> None:
+    """Create a CURVE certificate pair: NAME.key (public) and NAME.key_secret.
+
+    Give the secret file to the channel that owns it (curve_secret_key) and the public one to
+    its peers (curve_server_key, or a client's authorized_keys directory). The secret file is
+    readable by its owner only.
+
+    \b
+    Example:
+      zmqapp keygen certs --name server
+    """
+    public_file, secret_file = write_certificates(directory, name, force=force)
+    public_key, _ = zmq.auth.load_certificate(public_file)
+    click.echo(f"public certificate: {public_file}")
+    click.echo(f"secret certificate: {secret_file} (keep it private)")
+    click.echo(f"public key: {public_key.decode('ascii')}")
+
+
+def write_certificates(directory: str, name: str, *, force: bool = False) -> tuple[str, str]:
+    """Write ``name.key`` and ``name.key_secret`` into ``directory``, the secret one mode 0600."""
+    if not zmq.has("curve"):
+        raise click.ClickException(
+            "This libzmq was built without CURVE support, so it cannot make keys; install a "
+            "pyzmq wheel, which bundles a libzmq that has it."
+        )
+    if os.path.sep in name or (os.path.altsep and os.path.altsep in name) or not name:
+        raise click.BadParameter("must be a file name, not a path.", param_hint="'--name'")
+    os.makedirs(directory, exist_ok=True)
+    base = os.path.join(directory, name)
+    public_file, secret_file = f"{base}.key", f"{base}.key_secret"
+    existing = [path for path in (public_file, secret_file) if os.path.exists(path)]
+    if existing and not force:
+        raise click.ClickException(
+            f"{existing[0]} already exists; pass --force to replace it (peers holding the old "
+            "public key will then be refused), or choose another --name."
+        )
+    # Create the secret file owner-only before any key is written to it.
+    if os.path.exists(secret_file):
+        os.chmod(secret_file, 0o600)
+    else:
+        os.close(os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    written = zmq.auth.create_certificates(directory, name)
+    os.chmod(secret_file, 0o600)
+    return str(written[0]), str(written[1])
