@@ -233,6 +233,119 @@ def rep_latency(server: Callable[[str, mp.Queue[str]], None], count: int) -> flo
     return median_us
 
 
+# -- RPC through app.request -------------------------------------------------------------------
+
+WINDOW = 64  # requests in flight from the client, in every variant
+
+
+def raw_router_server(address: str, ready: mp.Queue[str]) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind(address)
+    ready.put(sock.last_endpoint.decode())
+    while True:
+        msg = sock.recv_multipart()
+        sock.send_multipart(msg)
+        if msg[-1] == b"STOP":
+            break
+    sock.close(linger=1000)
+    ctx.term()
+
+
+def zmqapp_router_server(
+    address: str, ready: mp.Queue[str], concurrency: int = 1, delay: float = 0.0
+) -> None:
+    from zmqapp import App
+
+    app = App("bench-router")
+
+    @app.channel("rpc", endpoint="@" + address, type="ROUTER", concurrency=concurrency)
+    async def echo(body: bytes) -> bytes:
+        if body == b"STOP":
+            app.stop()
+        elif delay:
+            await asyncio.sleep(delay)  # a handler that waits on I/O
+        return body
+
+    @app.on_start
+    def announce() -> None:
+        ready.put(app.channels["rpc"].bound[0])
+
+    app.run(install_signal_handlers=False)
+
+
+def _start_server(target: Callable[..., None], *args: object) -> tuple[mp.process.BaseProcess, str]:
+    ctx = mp.get_context("spawn")
+    ready: mp.Queue[str] = ctx.Queue()
+    proc = ctx.Process(target=target, args=("tcp://127.0.0.1:*", ready, *args), daemon=True)
+    proc.start()
+    return proc, ready.get(timeout=30)
+
+
+def _stop_server(proc: mp.process.BaseProcess, address: str) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(address)
+    sock.send_multipart([b"", b"STOP"])
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.recv_multipart()
+    sock.close(linger=0)
+    ctx.term()
+    proc.join(10)
+
+
+def rpc_raw(count: int) -> float:
+    """A raw DEALER keeping WINDOW requests in flight against a raw ROUTER echo server."""
+    proc, address = _start_server(raw_router_server)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(address)
+    start = time.perf_counter()
+    sent = 0
+    for _ in range(min(WINDOW, count)):
+        sock.send_multipart([b"", PAYLOAD])
+        sent += 1
+    for _ in range(count):
+        sock.recv_multipart()
+        if sent < count:
+            sock.send_multipart([b"", PAYLOAD])
+            sent += 1
+    elapsed = time.perf_counter() - start
+    sock.close(linger=0)
+    ctx.term()
+    _stop_server(proc, address)
+    return count / elapsed
+
+
+def rpc_zmqapp(count: int, concurrency: int, delay: float = 0.0) -> float:
+    """``app.request`` on a DEALER channel, WINDOW requests in flight, against a zmqapp ROUTER."""
+    from zmqapp import App
+
+    proc, address = _start_server(zmqapp_router_server, concurrency, delay)
+    client = App("bench-client")
+    client.add_channel("rpc", endpoint=address, type="DEALER", timeout=30)
+    result: dict[str, float] = {}
+
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            await client.request("rpc", PAYLOAD)
+
+    async def drive() -> None:
+        start = time.perf_counter()
+        share = [count // WINDOW + (1 if i < count % WINDOW else 0) for i in range(WINDOW)]
+        await asyncio.gather(*(worker(n) for n in share))
+        result["rate"] = count / (time.perf_counter() - start)
+        client.stop()
+
+    @client.on_start
+    def begin() -> None:
+        asyncio.get_running_loop().create_task(drive())
+
+    client.run(install_signal_handlers=False)
+    _stop_server(proc, address)
+    return result["rate"]
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 
@@ -246,13 +359,14 @@ def run_rounds(variants: dict[str, Callable[[], float]], rounds: int) -> dict[st
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def table(
-    title: str, unit: str, results: dict[str, float], ratios: list[tuple[str, str, str]]
-) -> str:
+Ratio = tuple[str, str, str, str]  # label, numerator variant, denominator variant, target
+
+
+def table(title: str, unit: str, results: dict[str, float], ratios: list[Ratio]) -> str:
     lines = [f"### {title}", "", f"| variant | {unit} |", "|---|---:|"]
     lines += [f"| {name} | {value:,.1f} |" for name, value in results.items()]
     lines += ["", "| ratio | value | target |", "|---|---:|---|"]
-    for label, (num, den), target in ((r[0], r[1].split("/"), r[2]) for r in ratios):
+    for label, num, den, target in ratios:
         lines.append(f"| {label} | {results[num] / results[den]:.2f}x | {target} |")
     return "\n".join(lines)
 
@@ -272,10 +386,10 @@ def bench_pull(args: argparse.Namespace) -> str:
         "messages/s",
         results,
         [
-            ("zmqapp / ZMQStream", "zmqapp (raw codec)/ZMQStream.on_recv", ">= 5x"),
-            ("zmqapp / zmq.asyncio", "zmqapp (raw codec)/zmq.asyncio", ""),
-            ("zmqapp / raw loop", "zmqapp (raw codec)/raw pyzmq recv_multipart", ">= 0.7x"),
-            ("zmqapp json / raw loop", "zmqapp (json codec)/raw pyzmq recv_multipart", ""),
+            ("zmqapp / ZMQStream", "zmqapp (raw codec)", "ZMQStream.on_recv", ">= 5x"),
+            ("zmqapp / zmq.asyncio", "zmqapp (raw codec)", "zmq.asyncio", ""),
+            ("zmqapp / raw loop", "zmqapp (raw codec)", "raw pyzmq recv_multipart", ">= 0.7x"),
+            ("zmqapp json / raw loop", "zmqapp (json codec)", "raw pyzmq recv_multipart", ""),
         ],
     )
 
@@ -291,11 +405,41 @@ def bench_rep(args: argparse.Namespace) -> str:
         f"REQ/REP round trip (same raw REQ client), {n:,} requests, median of {args.rounds}",
         "median round trip (µs)",
         results,
-        [("zmqapp / raw", "zmqapp REP server/raw pyzmq REP server", "<= 1.25x")],
+        [("zmqapp / raw", "zmqapp REP server", "raw pyzmq REP server", "<= 1.25x")],
     )
 
 
-BENCHMARKS = {"pull": bench_pull, "rep": bench_rep}
+def bench_rpc(args: argparse.Namespace) -> str:
+    n = args.requests
+    slow = max(n // 20, WINDOW)  # with a 1 ms handler, fewer requests make the point
+    variants = {
+        "raw DEALER / raw ROUTER": lambda: rpc_raw(n),
+        "app.request / zmqapp ROUTER, concurrency 1": lambda: rpc_zmqapp(n, 1),
+        "app.request / zmqapp ROUTER, concurrency 64": lambda: rpc_zmqapp(n, 64),
+        "1 ms handler, concurrency 1": lambda: rpc_zmqapp(slow, 1, 0.001),
+        "1 ms handler, concurrency 64": lambda: rpc_zmqapp(slow, 64, 0.001),
+    }
+    results = run_rounds(variants, args.rounds)
+    raw = "raw DEALER / raw ROUTER"
+    return table(
+        f"RPC through app.request on DEALER, {WINDOW} requests in flight, {n:,} requests "
+        f"({slow:,} with the 1 ms handler), median of {args.rounds}",
+        "requests/s",
+        results,
+        [
+            ("concurrency 1 / raw", "app.request / zmqapp ROUTER, concurrency 1", raw, ""),
+            ("concurrency 64 / raw", "app.request / zmqapp ROUTER, concurrency 64", raw, ""),
+            (
+                "1 ms handler: concurrency 64 / 1",
+                "1 ms handler, concurrency 64",
+                "1 ms handler, concurrency 1",
+                "",
+            ),
+        ],
+    )
+
+
+BENCHMARKS = {"pull": bench_pull, "rep": bench_rep, "rpc": bench_rpc}
 
 
 def main(argv: list[str] | None = None) -> int:

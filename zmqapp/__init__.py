@@ -12,6 +12,7 @@ from .errors import RemoteError as RemoteError
 from .errors import SendQueueFull as SendQueueFull
 from .errors import SetupError as SetupError
 from .errors import Timeout as Timeout
+from .errors import Unroutable as Unroutable
 from .errors import ZmqAppError as ZmqAppError
 from .message import Message as Message
 from .message import Multipart as Multipart

@@ -9,7 +9,6 @@ import functools
 import logging
 import os
 import signal as _signal
-import struct
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,12 +18,14 @@ import zmq
 from tornado.ioloop import PeriodicCallback
 
 from ._handlers import describe
+from ._threads import DaemonThreadPool
 from .channel import FORWARDABLE, SENDING, TYPE_NAMES, Channel, ChannelSignal
 from .config import DEFAULTS, Config
-from .errors import DecodeError, NotRunning, SetupError, Timeout
+from .errors import DecodeError, NotRunning, SetupError
 from .loop import Pump, RateLimitedLog
 from .message import Frames, encode_body, encode_topic, parse_error_reply
 from .monitor import SocketMonitor
+from .rpc import Requests
 from .signals import (
     app_started,
     app_starting,
@@ -115,8 +116,8 @@ class App:
         self._pumps: dict[str, Pump] = {}
         self._tasks: dict[asyncio.Task[Any], Any] = {}
         self._periodic: list[PeriodicCallback] = []
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._requests: dict[str, _Requests] = {}
+        self._executor: DaemonThreadPool | None = None
+        self._requests: dict[str, Requests] = {}
         self._decode_log = RateLimitedLog(self.logger)
         self._owned_context: zmq.Context[Any] | None = None
         self._monitors: list[SocketMonitor] = []
@@ -426,7 +427,7 @@ class App:
         if pump is None or requests is None:
             raise NotRunning(f"app {self.name!r} is not running; requests need its sockets")
         frames = encode_body(channel.codec, body)
-        reply = await requests.ask(pump, frames, float(timeout), int(retries))
+        reply = await requests.ask(frames, float(timeout), int(retries))
         error = parse_error_reply(reply)
         if error is not None:
             raise error
@@ -597,7 +598,7 @@ class App:
                 pump.forward = target
                 target.upstream.append(pump)
             if channel.socket_type in (zmq.REQ, zmq.DEALER):
-                self._requests[name] = _Requests(pump)
+                self._requests[name] = Requests(pump)
             pump.build_invokers()
             channel._on_receivers_changed = pump.build_invokers
         self._hooks_ran = True
@@ -651,8 +652,17 @@ class App:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - loop.time()))
         if self._tasks:
+            timeout = self.config["SHUTDOWN_TIMEOUT"]
             for task, message in list(self._tasks.items()):
-                self.logger.warning("cancelling a handler still running at stop, on %r", message)
+                names = ", ".join(h.name for h in message.channel.handlers) or "a receiver"
+                self.logger.warning(
+                    "stop: cancelled %s of channel %r, still running on %r after "
+                    "SHUTDOWN_TIMEOUT (%s s)",
+                    names,
+                    message.channel.name,
+                    message,
+                    timeout,
+                )
                 task.cancel()
             await asyncio.wait(list(self._tasks), timeout=1.0)
         for requests in self._requests.values():
@@ -692,6 +702,14 @@ class App:
         self._requests.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            busy = self._executor.busy()
+            if busy:
+                self.logger.warning(
+                    "stop: abandoning %d handler thread(s) still blocked (%s); threads cannot "
+                    "be interrupted, and they will not keep the process alive",
+                    len(busy),
+                    ", ".join(busy),
+                )
             self._executor = None
         if self._owned_context is not None:
             # term() waits for lingering sockets; do it off the loop.
@@ -708,94 +726,9 @@ class App:
     def _run_in_thread(self, call: Callable[[], Any]) -> Awaitable[Any]:
         if self._executor is None:
             threads = self.config.get("THREADS")
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=threads, thread_name_prefix=f"zmqapp-{self.name}"
-            )
+            self._executor = DaemonThreadPool(threads, name=f"zmqapp-{self.name}")
         assert self._loop is not None
         return self._loop.run_in_executor(self._executor, call)
-
-
-class _Requests:
-    """The requests in flight on one REQ or DEALER channel, matched to their replies.
-
-    DEALER requests go out as ``[request id, b"", body...]``, so a ROUTER server (zmqapp or
-    any that keeps the envelope) or a REP socket sends the id back with the reply. REQ
-    channels get ``REQ_RELAXED`` and ``REQ_CORRELATE``: libzmq numbers each request and drops
-    replies to older ones, and a lock keeps one request at a time on the socket.
-    """
-
-    def __init__(self, pump: Pump) -> None:
-        self.pump = pump
-        self.dealer = pump.channel.socket_type == zmq.DEALER
-        self.pending: dict[bytes, asyncio.Future[Frames]] = {}
-        self.lock = asyncio.Lock()
-        self.current: asyncio.Future[Frames] | None = None
-        self._prefix = os.urandom(4)
-        self._counter = 0
-        pump.intercept = self.deliver
-
-    def _next_id(self) -> bytes:
-        self._counter = (self._counter + 1) & 0xFFFFFFFF
-        return self._prefix + struct.pack("!I", self._counter)
-
-    def deliver(self, frames: Frames) -> bool:
-        """Called by the pump for each message; True if it answered a request."""
-        if self.dealer:
-            if len(frames) >= 3 and not frames[1]:
-                future = self.pending.pop(frames[0], None)
-                if future is not None:
-                    if not future.done():
-                        future.set_result(frames[2:])
-                    return True
-                return len(frames[0]) == 8 and frames[0][:4] == self._prefix  # a late reply
-            return False
-        future = self.current
-        if future is not None and not future.done():
-            future.set_result(frames)
-            return True
-        return False
-
-    async def ask(self, pump: Pump, frames: Frames, timeout: float, retries: int) -> Frames:
-        loop = asyncio.get_running_loop()
-        if self.dealer:
-            request_id = self._next_id()
-            future: asyncio.Future[Frames] = loop.create_future()
-            self.pending[request_id] = future
-            try:
-                for _attempt in range(retries + 1):
-                    await pump.wait_for_room()
-                    pump.send([request_id, b"", *frames])
-                    try:
-                        return await asyncio.wait_for(asyncio.shield(future), timeout)
-                    except asyncio.TimeoutError:
-                        continue
-            finally:
-                self.pending.pop(request_id, None)
-            raise Timeout(
-                f"no reply on channel {pump.channel.name!r} within {timeout:g} s"
-                + (f" after {retries + 1} attempts" if retries else "")
-            )
-        async with self.lock:
-            for _attempt in range(retries + 1):
-                future = self.current = loop.create_future()
-                await pump.wait_for_room()
-                pump.send(list(frames))
-                try:
-                    return await asyncio.wait_for(asyncio.shield(future), timeout)
-                except asyncio.TimeoutError:
-                    continue
-                finally:
-                    self.current = None
-            raise Timeout(
-                f"no reply on channel {pump.channel.name!r} within {timeout:g} s"
-                + (f" after {retries + 1} attempts" if retries else "")
-            )
-
-    def cancel_all(self) -> None:
-        for future in [*self.pending.values(), self.current]:
-            if future is not None and not future.done():
-                future.set_exception(NotRunning("the app stopped before the reply came"))
-        self.pending.clear()
 
 
 def _root_path(import_name: str) -> str:

@@ -28,6 +28,10 @@ class SendQueueFull(ZmqAppError):
     """
 
 
+class Unroutable(ZmqAppError):
+    """A ROUTER channel has no peer with the identity a message was sent to."""
+
+
 class DecodeError(ZmqAppError, ValueError):
     """A message from the network could not be turned into a body.
 

@@ -35,7 +35,7 @@ import zmq
 from ._handlers import Handler, Invoker, make_invoker
 from .channel import Channel
 from .codecs import RAW
-from .errors import DecodeError, NotRunning, SendQueueFull
+from .errors import DecodeError, NotRunning, SendQueueFull, Unroutable
 from .message import (
     Frames,
     Message,
@@ -58,11 +58,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zmqapp")
 
-_NOBLOCK = zmq.NOBLOCK
+# Plain ints: pyzmq's constants are enums, and enum arithmetic per frame is measurable here.
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _Again = zmq.Again
-_POLLIN = zmq.POLLIN
-_POLLOUT = zmq.POLLOUT
-_EVENTS = zmq.EVENTS
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_EVENTS = int(zmq.EVENTS)
 
 
 class Pump:
@@ -82,6 +84,7 @@ class Pump:
         # getsockopt is typed int | bytes; ZMQ_EVENTS is always an int.
         self.get_option = cast("Callable[[int], int]", sock.getsockopt)
         self.recv = sock.recv_multipart
+        self._send = sock.send
         self.parse = make_parser(channel)
         self.body_of = body_decoder(channel.codec)
         self.raw = channel.codec is RAW
@@ -377,14 +380,12 @@ class Pump:
 
     def send_reply(self, frames: Frames, own_callback: bool) -> None:
         try:
-            self.socket.send_multipart(frames, _NOBLOCK)
-        except _Again:
-            # ROUTER/REP never block on a reply; a full peer queue drops it in ZeroMQ.
-            self.stats.dropped += 1
-            return
+            self.send_frames(frames)
         except zmq.ZMQError as exc:
+            # A ROUTER whose peer is gone (EHOSTUNREACH) or whose queue to the peer is full
+            # (EAGAIN): the reply is dropped, but counted and said, not lost in silence.
             self.stats.dropped += 1
-            log.warning("channel %r could not send a reply: %s", self.channel.name, exc)
+            log.warning("channel %r dropped a reply: %s", self.channel.name, exc.strerror)
             return
         self.stats.sent += 1
         if message_sent.receivers:
@@ -418,10 +419,13 @@ class Pump:
         channels forwarding here stop reading until the queue drains.
         """
         if self._closed:
-            raise SendQueueFull(f"channel {self.channel.name!r} is closed")
+            raise NotRunning(f"channel {self.channel.name!r} is closed")
+        if self.reply_type == zmq.ROUTER:
+            self.send_routed(frames)
+            return
         if not self.outbox:
             try:
-                self.socket.send_multipart(frames, _NOBLOCK)
+                self.send_frames(frames)
             except _Again:
                 pass
             else:
@@ -440,13 +444,46 @@ class Pump:
         if not self.congested and len(self.outbox) >= self.queue_limit:
             self.set_congested(True)
 
+    def send_frames(self, frames: Frames) -> None:
+        """``send_multipart(frames, NOBLOCK)`` without its per-frame checks and enum work.
+
+        Only the first frame can raise ``zmq.Again``: ZeroMQ accepts the rest of a message
+        once it has accepted its first frame."""
+        send = self._send
+        for frame in frames[:-1]:
+            send(frame, _NOBLOCK_MORE)
+        send(frames[-1], _NOBLOCK)
+
+    def send_routed(self, frames: Frames) -> None:
+        """ROUTER: send to one peer now or fail; never queue, so one slow peer cannot hold up
+        the messages for every other one."""
+        try:
+            self.send_frames(frames)
+        except zmq.ZMQError as exc:
+            self.stats.dropped += 1
+            if exc.errno == zmq.EHOSTUNREACH:
+                raise Unroutable(
+                    f"channel {self.channel.name!r} has no peer with identity {frames[0]!r} "
+                    "(it disconnected, or never connected)"
+                ) from None
+            if exc.errno == zmq.EAGAIN:
+                raise SendQueueFull(
+                    f"channel {self.channel.name!r}: the queue to peer {frames[0]!r} is full "
+                    "(its high-water mark); it is not reading fast enough"
+                ) from None
+            raise
+        self.stats.sent += 1
+        if message_sent.receivers:
+            message_sent.send(self.app, channel=self.channel, frames=frames)
+        self.schedule_check()
+
     def flush(self) -> None:
         """Send queued frames until ZeroMQ would block."""
         outbox = self.outbox
-        send = self.socket.send_multipart
+        send = self.send_frames
         while outbox:
             try:
-                send(outbox[0], _NOBLOCK)
+                send(outbox[0])
             except _Again:
                 break
             except zmq.ZMQError as exc:

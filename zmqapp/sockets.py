@@ -39,6 +39,10 @@ def open_socket(
         for key, option in DEFAULT_OPTIONS.items():
             if config.get(key) is not None and option not in channel.options:
                 sock.setsockopt(option, int(config[key]))
+        if channel.socket_type == zmq.ROUTER:
+            # Report unroutable and full peers instead of dropping in silence, so zmqapp can
+            # count the drops (a ROUTER never queues behind one slow peer; see Pump.send).
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if channel.socket_type == zmq.REQ:
             # A REQ that may send again before a reply arrives, and that ignores replies to
             # earlier requests, so a timed-out request never leaves the socket stuck.

@@ -1,0 +1,277 @@
+"""Coroutine and threaded handlers: ordering, concurrency limits, back-pressure, and stops
+while work is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from zmqapp import App, Unroutable, signals
+from zmqapp.testing import wait_for
+
+TCP = "@tcp://127.0.0.1:*"
+APPS = Path(__file__).parent / "apps"
+
+
+def test_concurrency_one_keeps_order(app: App, running: Any, peer: Any) -> None:
+    done: list[int] = []
+
+    @app.channel("pull", endpoint=TCP, type="PULL")
+    async def slow(body: bytes) -> None:
+        n = int(body)
+        await asyncio.sleep(0.002 if n % 2 else 0)  # odd ones would finish last if overlapped
+        done.append(n)
+
+    running(app)
+    push = peer(zmq.PUSH, connect=app.channels["pull"].bound[0])
+    for i in range(40):
+        push.send(b"%d" % i)
+    wait_for(lambda: len(done) == 40)
+    assert done == list(range(40))
+
+
+@pytest.mark.parametrize("limit", [1, 4, 16])
+def test_concurrency_n_runs_exactly_n_at_once(
+    limit: int, app: App, running: Any, peer: Any
+) -> None:
+    active: list[int] = []
+    peak: list[int] = [0]
+    gate = asyncio.Event()
+    done: list[bytes] = []
+
+    @app.channel("pull", endpoint=TCP, type="PULL", concurrency=limit)
+    async def held(body: bytes) -> None:
+        active.append(1)
+        peak[0] = max(peak[0], len(active))
+        await gate.wait()
+        active.pop()
+        done.append(body)
+
+    running(app)
+    push = peer(zmq.PUSH, connect=app.channels["pull"].bound[0])
+    for i in range(limit * 3):
+        push.send(b"%d" % i)
+    wait_for(lambda: len(active) == limit)
+    assert peak[0] == limit  # and not one more, although 3x as many are waiting
+    assert app.channels["pull"].stats.received == limit
+    loop = app._loop
+    assert loop is not None
+    loop.call_soon_threadsafe(gate.set)
+    wait_for(lambda: len(done) == limit * 3)
+    assert peak[0] == limit
+
+
+def test_a_full_channel_pushes_back_on_the_sender(ctx: Any, peer: Any, running: Any) -> None:
+    """At the concurrency limit the channel stops reading, ZeroMQ's queues fill, and a PUSH
+    sender blocks (EAGAIN), instead of the app's memory growing."""
+    app = App("backpressure", context=ctx)
+    app.config.update(LINGER=0, RCVHWM=10)
+    gate = threading.Event()
+    handled: list[bytes] = []
+
+    @app.channel("pull", endpoint="@inproc://held", type="PULL", threaded=True, concurrency=2)
+    def blocked(body: bytes) -> None:
+        gate.wait(10)
+        handled.append(body)
+
+    running(app)
+    push = peer(zmq.PUSH, connect="inproc://held")
+    push.setsockopt(zmq.SNDHWM, 10)
+    sent = 0
+    try:
+        while sent < 10_000:
+            push.send(b"%d" % sent, zmq.NOBLOCK)
+            sent += 1
+    except zmq.Again:
+        pass
+    # Two in the handlers, the rest in ZeroMQ's two high-water marks (inproc: 10 + 10).
+    assert sent <= 2 + 10 + 10 + 2, f"the sender was never pushed back ({sent} sent)"
+    gate.set()
+    wait_for(lambda: len(handled) == sent)
+    assert sorted(handled, key=int) == [b"%d" % i for i in range(sent)]
+
+
+def test_a_blocking_threaded_handler_does_not_stall_other_channels(
+    app: App, running: Any, peer: Any
+) -> None:
+    release = threading.Event()
+    handler_threads: list[int] = []
+    other: list[bytes] = []
+
+    @app.channel("slow", endpoint=TCP, type="REP", threaded=True)
+    def slow(body: bytes) -> bytes:
+        handler_threads.append(threading.get_ident())
+        release.wait(10)
+        return b"slow:" + body
+
+    app.channel("fast", endpoint=TCP, type="PULL")(other.append)
+    running(app)
+    req = peer(zmq.REQ, connect=app.channels["slow"].bound[0])
+    req.send(b"x")
+    wait_for(lambda: handler_threads)
+    push = peer(zmq.PUSH, connect=app.channels["fast"].bound[0])
+    for i in range(10):
+        push.send(b"%d" % i)
+    wait_for(lambda: len(other) == 10)  # handled while the slow handler blocks its thread
+    release.set()
+    assert req.recv() == b"slow:x"  # the reply still went out, from the loop thread
+    assert handler_threads[0] != app._loop_thread
+
+
+@pytest.mark.parametrize("kind", ["PULL", "SUB", "PAIR", "DEALER", "REP", "ROUTER"])
+def test_coroutine_handlers_on_every_receiving_type(
+    kind: str, app: App, running: Any, peer: Any
+) -> None:
+    got: list[bytes] = []
+    router = peer(zmq.ROUTER, bind="tcp://127.0.0.1:*") if kind == "DEALER" else None
+    endpoint = router.last_endpoint.decode() if router is not None else TCP
+
+    @app.channel("c", endpoint=endpoint, type=kind)
+    async def handle(body: bytes) -> bytes:
+        await asyncio.sleep(0)
+        got.append(body)
+        return b"re:" + body
+
+    if kind == "DEALER":
+        app.on_start(lambda: app.send("c", b"hello"))
+    running(app)
+    if kind == "DEALER":
+        assert router is not None
+        identity = router.recv_multipart()[0]
+        router.send_multipart([identity, b"x"])
+    elif kind == "SUB":
+        pub = peer(zmq.PUB, connect=app.channels["c"].bound[0])
+        wait_for(lambda: pub.send(b"x") or got, interval=0.01)
+    else:
+        other = peer(
+            {"PULL": zmq.PUSH, "PAIR": zmq.PAIR, "REP": zmq.REQ, "ROUTER": zmq.REQ}[kind],
+            connect=app.channels["c"].bound[0],
+        )
+        other.send(b"x")
+        if kind in ("REP", "ROUTER"):
+            assert other.recv() == b"re:x"
+    wait_for(lambda: got)
+    assert got[0] == b"x"
+
+
+def test_router_answers_concurrent_requests_out_of_order(app: App, running: Any, peer: Any) -> None:
+    @app.channel("router", endpoint=TCP, type="ROUTER", concurrency=8)
+    async def answer(body: bytes) -> bytes:
+        await asyncio.sleep(0.05 if body == b"slow" else 0)
+        return body
+
+    running(app)
+    slow = peer(zmq.REQ, connect=app.channels["router"].bound[0])
+    fast = peer(zmq.REQ, connect=app.channels["router"].bound[0])
+    slow.send(b"slow")
+    fast.send(b"fast")
+    assert fast.recv() == b"fast"  # not stuck behind the slow one
+    assert slow.recv() == b"slow"
+
+
+def test_sync_and_async_handlers_on_one_channel(app: App, running: Any, peer: Any) -> None:
+    calls: list[str] = []
+
+    @app.channel("pull", endpoint=TCP, type="PULL")
+    def sync(body: bytes) -> None:
+        calls.append("sync")
+
+    @app.handler("pull")
+    async def coro(body: bytes) -> None:
+        await asyncio.sleep(0)
+        calls.append("async")
+
+    running(app)
+    peer(zmq.PUSH, connect=app.channels["pull"].bound[0]).send(b"x")
+    wait_for(lambda: len(calls) == 2)
+    assert calls == ["sync", "async"]
+
+
+def test_stop_cancels_what_outlives_the_timeout(
+    app: App, peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.config["SHUTDOWN_TIMEOUT"] = 0.3
+    finished: list[bytes] = []
+    cancelled: list[bytes] = []
+
+    @app.channel("pull", endpoint=TCP, type="PULL", concurrency=4)
+    async def forever(body: bytes) -> None:
+        if body == b"quick":
+            finished.append(body)
+            return
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(body)
+            raise
+
+    @app.on_start
+    def feed() -> None:
+        push = peer(zmq.PUSH, connect=app.channels["pull"].bound[0])
+        for body in (b"stuck-1", b"stuck-2", b"quick"):
+            push.send(body)
+
+        async def stop_when_busy() -> None:
+            while len(app._tasks) < 2 or not finished:
+                await asyncio.sleep(0.001)
+            app.stop()
+
+        asyncio.get_running_loop().create_task(stop_when_busy())
+
+    app.run(install_signal_handlers=False)
+    assert finished == [b"quick"]
+    assert sorted(cancelled) == [b"stuck-1", b"stuck-2"]
+    said = [r.getMessage() for r in caplog.records if "stop: cancelled" in r.getMessage()]
+    assert len(said) == 2 and all("forever" in line and "'pull'" in line for line in said)
+
+
+def test_a_thread_blocked_forever_does_not_hang_the_process_at_exit() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(APPS / "stuck_thread.py")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "stop: abandoning 1 handler thread(s) still blocked" in proc.stderr
+    assert proc.stdout.strip() == "exited"
+
+
+def test_router_send_to_a_missing_peer_is_unroutable(app: App, running: Any) -> None:
+    app.add_channel("router", endpoint=TCP, type="ROUTER")
+    running(app)
+    with pytest.raises(Unroutable, match=r"no peer with identity b'nobody'"):
+        app.send("router", b"hello?", identity=b"nobody")
+    assert app.channels["router"].stats.dropped == 1
+
+
+def test_a_reply_to_a_vanished_peer_is_counted(app: App, running: Any, peer: Any) -> None:
+    gate = asyncio.Event()
+    events: list[str] = []
+
+    @app.channel("router", endpoint=TCP, type="ROUTER", monitor=True)
+    async def late(body: bytes) -> bytes:
+        await gate.wait()
+        return b"too late"
+
+    def on_event(sender: App, channel: Any, event: str, endpoint: str, value: int) -> None:
+        events.append(event)
+
+    signals.socket_event.connect(on_event, sender=app)
+    try:
+        running(app)
+        req = peer(zmq.REQ, connect=app.channels["router"].bound[0])
+        req.send(b"hello")
+        wait_for(lambda: app.channels["router"].stats.received == 1)
+        req.close(linger=0)
+        wait_for(lambda: "disconnected" in events)  # ZeroMQ has noticed the peer is gone
+    finally:
+        signals.socket_event.disconnect(on_event, sender=app)
+    loop = app._loop
+    assert loop is not None
+    loop.call_soon_threadsafe(gate.set)
+    wait_for(lambda: app.channels["router"].stats.dropped == 1)

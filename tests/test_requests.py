@@ -1,0 +1,228 @@
+"""app.request on REQ and DEALER channels: matching, timeouts, retries, remote errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+import zmq
+
+from zmqapp import App, NotRunning, RemoteError, SetupError, Timeout
+from zmqapp.testing import wait_for
+
+TCP = "@tcp://127.0.0.1:*"
+
+
+def server(name: str, **options: Any) -> App:
+    """A zmqapp ROUTER server answering ``<name>:<body>``; ``b"fail"`` raises."""
+    app = App(name)
+    app.config.update(LINGER=0, SHUTDOWN_TIMEOUT=1.0)
+
+    @app.channel("rpc", endpoint=TCP, type="ROUTER", **options)
+    async def answer(body: bytes) -> bytes:
+        if body == b"fail":
+            raise ValueError("asked to fail")
+        await asyncio.sleep(0)
+        return name.encode() + b":" + body
+
+    return app
+
+
+def test_a_timed_out_request_leaves_the_req_channel_usable(
+    app: App, running: Any, peer: Any
+) -> None:
+    rep = peer(zmq.REP, bind="tcp://127.0.0.1:*")
+    app.add_channel("req", endpoint=rep.last_endpoint.decode(), type="REQ")
+    running(app)
+
+    def ignore_then_answer() -> None:
+        assert rep.recv() == b"first"  # received, never answered...
+        rep.send(b"late answer to first")  # ...until the client gave up: REQ_CORRELATE drops it
+        assert rep.recv() == b"second"
+        rep.send(b"answer to second")
+
+    with pytest.raises(Timeout, match=r"no reply on channel 'req' within 0\.2 s"):
+        app.request_sync("req", b"first", timeout=0.2)
+    thread = threading.Thread(target=ignore_then_answer)
+    thread.start()
+    assert app.request_sync("req", b"second", timeout=5) == b"answer to second"
+    thread.join(5)
+
+
+def test_requests_on_req_take_turns(app: App, running: Any, peer: Any) -> None:
+    rep = peer(zmq.REP, bind="tcp://127.0.0.1:*")
+    app.add_channel("req", endpoint=rep.last_endpoint.decode(), type="REQ")
+
+    def echo() -> None:
+        for _ in range(20):
+            rep.send(b"re:" + rep.recv())
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    running(app)
+
+    async def many() -> list[Any]:
+        return await asyncio.gather(*(app.request("req", b"%d" % i) for i in range(20)))
+
+    loop = app._loop
+    assert loop is not None
+    replies = asyncio.run_coroutine_threadsafe(many(), loop).result(10)
+    thread.join(5)
+    assert replies == [b"re:%d" % i for i in range(20)]
+
+
+def test_a_thousand_dealer_requests_across_two_servers(running: Any) -> None:
+    servers = [server("alpha", concurrency=16), server("beta", concurrency=16)]
+    for srv in servers:
+        running(srv)
+    client = App("client")
+    client.config.update(LINGER=0)
+    client.add_channel("rpc", endpoint=[s.channels["rpc"].bound[0] for s in servers], type="DEALER")
+    running(client)
+
+    async def ask_all() -> list[Any]:
+        return await asyncio.gather(
+            *(client.request("rpc", b"%d" % i, timeout=10) for i in range(1000))
+        )
+
+    loop = client._loop
+    assert loop is not None
+    replies = asyncio.run_coroutine_threadsafe(ask_all(), loop).result(30)
+    for i, reply in enumerate(replies):
+        name, _, body = reply.partition(b":")
+        assert body == b"%d" % i, f"request {i} got the reply to {body!r}"
+        assert name in (b"alpha", b"beta")
+    by_server = {name: sum(r.startswith(name) for r in replies) for name in (b"alpha", b"beta")}
+    assert all(count > 0 for count in by_server.values()), by_server  # both servers did work
+
+
+@pytest.mark.parametrize("kind", ["REQ", "DEALER"])
+@pytest.mark.parametrize("server_type", ["ROUTER", "REP"])
+def test_remote_failures_raise_remote_error(
+    kind: str, server_type: str, app: App, running: Any
+) -> None:
+    srv = App("srv")
+    srv.config.update(LINGER=0, ERROR_DETAIL=True)
+
+    @srv.channel("rpc", endpoint=TCP, type=server_type)
+    def answer(body: bytes) -> bytes:
+        if body == b"fail":
+            raise ValueError("asked to fail")
+        return body
+
+    running(srv)
+    app.add_channel("rpc", endpoint=srv.channels["rpc"].bound[0], type=kind)
+    running(app)
+    with pytest.raises(RemoteError, match="ValueError: asked to fail") as info:
+        app.request_sync("rpc", b"fail")
+    assert (info.value.kind, info.value.error, info.value.info["channel"]) == (
+        "handler_failed",
+        "ValueError",
+        "rpc",
+    )
+    assert app.request_sync("rpc", b"fine") == b"fine"  # and the channel goes on
+
+
+def test_retries_resend_like_lazy_pirate(app: App, running: Any) -> None:
+    srv = App("flaky")
+    srv.config.update(LINGER=0)
+    seen: dict[bytes, int] = {}
+
+    @srv.channel("rpc", endpoint=TCP, type="ROUTER")
+    def answer(body: bytes) -> bytes | None:
+        seen[body] = seen.get(body, 0) + 1
+        return None if seen[body] < 3 else b"third time lucky"  # drop two attempts
+
+    running(srv)
+    app.add_channel("dealer", endpoint=srv.channels["rpc"].bound[0], type="DEALER", retries=2)
+    app.add_channel("req", endpoint=srv.channels["rpc"].bound[0], type="REQ")
+    running(app)
+    assert app.request_sync("dealer", b"a", timeout=0.3) == b"third time lucky"
+    assert seen[b"a"] == 3
+    assert app.request_sync("req", b"b", timeout=0.3, retries=2) == b"third time lucky"
+    with pytest.raises(Timeout, match=r"within 0\.1 s after 2 attempts"):
+        app.request_sync("req", b"c", timeout=0.1, retries=1)
+
+
+def test_request_decodes_with_the_channel_codec(app: App, running: Any) -> None:
+    srv = App("json-server")
+    srv.config.update(LINGER=0)
+    srv.channel("rpc", endpoint=TCP, type="REP", codec="json")(lambda body: {"sum": sum(body)})
+    running(srv)
+    app.add_channel("rpc", endpoint=srv.channels["rpc"].bound[0], type="REQ", codec="json")
+    running(app)
+    assert app.request_sync("rpc", [1, 2, 3]) == {"sum": 6}
+
+
+def test_default_timeouts_come_from_channel_then_config(app: App, running: Any, peer: Any) -> None:
+    silent = peer(zmq.ROUTER, bind="tcp://127.0.0.1:*")
+    app.config["REQUEST_TIMEOUT"] = 0.1
+    app.add_channel("a", endpoint=silent.last_endpoint.decode(), type="DEALER")
+    app.add_channel("b", endpoint=silent.last_endpoint.decode(), type="DEALER", timeout=0.2)
+    running(app)
+    with pytest.raises(Timeout, match=r"within 0\.1 s"):
+        app.request_sync("a", b"x")
+    with pytest.raises(Timeout, match=r"within 0\.2 s"):
+        app.request_sync("b", b"x")
+
+
+def test_late_replies_do_not_reach_handlers(app: App, running: Any, peer: Any) -> None:
+    router = peer(zmq.ROUTER, bind="tcp://127.0.0.1:*")
+    unsolicited: list[bytes] = []
+    app.channel("dealer", endpoint=router.last_endpoint.decode(), type="DEALER")(unsolicited.append)
+    running(app)
+    with pytest.raises(Timeout):
+        app.request_sync("dealer", b"q", timeout=0.1)
+    request = router.recv_multipart()
+    router.send_multipart([*request[:3], b"late"])  # identity, request id, delimiter, body
+    router.send_multipart([request[0], b"pushed"])  # an unsolicited message
+    wait_for(lambda: unsolicited)
+    assert unsolicited == [b"pushed"]
+
+
+def test_request_misuse(app: App, running: Any) -> None:
+    app.add_channel("push", endpoint=TCP, type="PUSH")
+    app.add_channel("req", endpoint="tcp://127.0.0.1:9", type="REQ")
+    with pytest.raises(NotRunning):
+        app.request_sync("req", b"x")
+    running(app)
+    with pytest.raises(SetupError, match="needs a REQ or DEALER channel; 'push' is a PUSH"):
+        app.request_sync("push", b"x")
+
+
+def test_a_short_timeout_behind_a_long_one_still_expires_first(
+    app: App, running: Any, peer: Any
+) -> None:
+    silent = peer(zmq.ROUTER, bind="tcp://127.0.0.1:*")
+    app.add_channel("dealer", endpoint=silent.last_endpoint.decode(), type="DEALER")
+    running(app)
+    loop = app._loop
+    assert loop is not None
+    long = asyncio.run_coroutine_threadsafe(app.request("dealer", b"long", timeout=30), loop)
+    with pytest.raises(Timeout, match=r"within 0\.1 s"):
+        app.request_sync("dealer", b"short", timeout=0.1)
+    assert not long.done()  # still waiting: its own deadline is far away
+    app.stop()
+    with pytest.raises(NotRunning):
+        long.result(5)
+
+
+def test_answered_requests_do_not_pile_up(running: Any) -> None:
+    srv = server("echo", concurrency=8)
+    running(srv)
+    client = App("client")
+    client.config.update(LINGER=0)
+    client.add_channel("rpc", endpoint=srv.channels["rpc"].bound[0], type="DEALER", timeout=60)
+    running(client)
+
+    async def ask_all() -> None:
+        for _ in range(20):
+            await asyncio.gather(*(client.request("rpc", b"x") for _ in range(50)))
+
+    loop = client._loop
+    assert loop is not None
+    asyncio.run_coroutine_threadsafe(ask_all(), loop).result(30)
+    # 1,000 answered requests, each with a 60 s deadline: the bookkeeping stays small.
+    assert len(client._requests["rpc"]._deadlines) <= 4 * 50 + 1
