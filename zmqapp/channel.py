@@ -220,7 +220,19 @@ class Channel:
     # -- options -------------------------------------------------------------------------------
 
     def configure(self, overrides: Mapping[str, Any]) -> None:
-        """Apply ``overrides`` (from config) on top of the declared options, validating all."""
+        """Apply ``overrides`` (from config) on top of the declared options, validating all.
+
+        If they do not fit, the channel goes back to its declared options and the error is
+        raised, so a failed override never leaves a half-changed channel behind.
+        """
+        try:
+            self._configure(overrides)
+        except SetupError:
+            if overrides:
+                self._configure({})
+            raise
+
+    def _configure(self, overrides: Mapping[str, Any]) -> None:
         options = dict(self.declared)
         for key, value in overrides.items():
             options[str(key).lower()] = value

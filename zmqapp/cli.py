@@ -39,6 +39,7 @@ from .app import App
 from .channel import Channel, Endpoint, parse_endpoints
 from .errors import SetupError
 from .signals import app_started, app_stopped
+from .workers import run_workers
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -124,8 +125,20 @@ def main() -> None:
     show_default=True,
     help="Log messages from this level up, to stderr.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run this many processes of the app. Endpoints it binds are bound once, here, by "
+    "proxy devices, and the workers connect to them; a worker that dies is replaced.",
+)
 def run(
-    app_spec: str | None, config_file: str | None, settings: list[Setting], log_level: str
+    app_spec: str | None,
+    config_file: str | None,
+    settings: list[Setting],
+    log_level: str,
+    workers: int,
 ) -> None:
     """Run an app until SIGINT or SIGTERM, then stop it gracefully.
 
@@ -133,15 +146,20 @@ def run(
     vars (ZMQAPP_CHANNELS__tasks__endpoint=...), then each --set.
 
     \b
-    Example:
+    Examples:
       zmqapp run --app myservice:app --config prod.toml --set SHUTDOWN_TIMEOUT=2
+      zmqapp run --app myservice:app --workers 4
     """
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with setup_errors():
         app = load_app(app_spec, config_file, settings)
-    # (--workers N branches here: run `app` in N processes instead of in this one.)
+    if workers > 1:
+        assert app_spec is not None  # load_app found it
+        with setup_errors():
+            code = run_workers(app, workers, app_spec, config_file, settings, log_level)
+        sys.exit(code)
     run_app(app)
 
 
