@@ -14,6 +14,8 @@ import zmq
 from zmqapp import App
 from zmqapp.testing import AppThread, wait_for
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(autouse=True)
 def no_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:

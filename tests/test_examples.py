@@ -80,3 +80,51 @@ def test_five_minutes_example(peer: Any, running: Any, capsys: Any) -> None:
     req = peer(zmq.REQ, connect=app.channels["hello"].bound[0])
     req.send(b"Hello")
     assert req.recv() == b"World"
+
+
+# -- the examples tested with the test client, as users would write their tests -------------
+
+
+def test_seed_with_the_test_client(capsys: Any) -> None:
+    app = load("seed").app
+    with app.test_client() as client:
+        client.send("pull", b"work")
+        client.send("ticker", b"ACME 12.5")
+        client.send("ticker", b"OTHER 1.0")  # not subscribed: ZeroMQ filters it out
+    assert capsys.readouterr().out.splitlines() == ["pulled b'work'", "tick b'ACME 12.5'"]
+
+
+def test_five_minutes_with_the_test_client(capsys: Any) -> None:
+    app = load("five_minutes").app
+    with app.test_client() as client:
+        client.send("tasks", b"shout")
+        assert client.sent("results") == [b"SHOUT"]
+        assert client.request("hello", b"Hello") == b"World"
+        client.send("weather", b"10001 23C")
+    assert "weather: 10001 23C" in capsys.readouterr().out
+
+
+def test_orders_forwards_and_publishes() -> None:
+    orders = load("orders")
+    with orders.app.test_client() as client:
+        client.send("orders", {"id": "A1", "item": "tea", "quantity": 3})
+        client.send("orders", {"id": "A2", "item": "cake", "quantity": 5})  # not enough cake
+        assert client.sent("fulfilment") == [{"order": "A1", "item": "tea", "quantity": 3}]
+        assert client.sent("events") == [
+            {"status": "open", "items": ["cake", "tea"]},
+            {"order": "A1", "status": "accepted"},
+            {"order": "A2", "status": "rejected"},
+        ]
+        assert [frames[0] for frames in client.sent_frames("events")] == [
+            b"service", b"orders", b"orders",
+        ]  # fmt: skip
+        assert client.request("stock", "tea") == {"item": "tea", "left": 7}
+
+
+def test_orders_rejects_what_does_not_fit() -> None:
+    orders = load("orders")
+    with orders.app.test_client(raise_errors=False) as client:
+        client.send("orders", {"id": "A3", "item": "tea", "quantity": "lots"})
+        assert client.sent("fulfilment") == []
+        [error] = client.errors
+        assert "does not fit Order" in str(error) and "quantity" in str(error)

@@ -35,6 +35,7 @@ from .signals import (
     socket_event,
 )
 from .sockets import close_door, open_socket
+from .testing import TestClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("zmqapp")
@@ -81,6 +82,8 @@ class App:
     config_class: type[Config] = Config
     #: Config defaults; copied into every app's config.
     default_config: dict[str, Any] = DEFAULTS
+    #: The class :meth:`test_client` makes.
+    test_client_class: type[TestClient] = TestClient
 
     def __init__(
         self,
@@ -720,6 +723,16 @@ class App:
         self._loop_thread = None
         self._stop_event = None
         app_stopped.send(self)
+
+    # -- testing -------------------------------------------------------------------------------
+
+    def test_client(self, **kwargs: Any) -> TestClient:
+        """A :class:`~zmqapp.testing.TestClient` for this app: use it in a ``with`` block.
+
+        ``kwargs`` go to the client (``raise_errors``, ``timeout``); see
+        :attr:`test_client_class` to use a subclass.
+        """
+        return self.test_client_class(self, **kwargs)
 
     # -- helpers for the loop ------------------------------------------------------------------
 
