@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import zmq
 from tornado.ioloop import PeriodicCallback
 
+from . import security
 from ._handlers import describe
 from ._threads import DaemonThreadPool
 from .channel import FORWARDABLE, SENDING, TYPE_NAMES, Channel, ChannelSignal
@@ -26,6 +27,7 @@ from .loop import Pump, RateLimitedLog
 from .message import Frames, encode_body, encode_topic, parse_error_reply
 from .monitor import SocketMonitor
 from .rpc import Requests
+from .security import Authenticator
 from .signals import (
     app_started,
     app_starting,
@@ -124,6 +126,7 @@ class App:
         self._decode_log = RateLimitedLog(self.logger)
         self._owned_context: zmq.Context[Any] | None = None
         self._monitors: list[SocketMonitor] = []
+        self._authenticator: Authenticator | None = None
         self._hooks_ran = False
 
     def __repr__(self) -> str:
@@ -476,11 +479,27 @@ class App:
                     installed.append(sig)
                 except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
                     pass
+            if any(security.needs_zap(c) for c in self.channels.values()):
+                loop.add_signal_handler(_signal.SIGHUP, self._on_reload)
+                installed.append(_signal.SIGHUP)
         try:
             await self.serve()
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
+
+    def reload_keys(self) -> None:
+        """Read every channel's ``authorized_keys`` directory again (also on SIGHUP when
+        :meth:`run` installed signal handlers). Safe from any thread."""
+        if self._authenticator is not None:
+            self._call_in_loop(self._authenticator.reload)
+
+    def _on_reload(self) -> None:
+        self.logger.info("received SIGHUP: reading authorized keys again")
+        try:
+            self.reload_keys()
+        except SetupError as exc:
+            self.logger.error("could not reload keys: %s", exc)
 
     def _on_signal(self, signum: int) -> None:
         self.logger.info("received %s, stopping", _signal.Signals(signum).name)
@@ -593,6 +612,8 @@ class App:
         self.apply_config()
         app_starting.send(self)
         context = self._make_context()
+        # The authenticator runs before any socket binds, so no client slips in unchecked.
+        self._authenticator = security.authenticator_for(self, context, self.channels.values())
         self._open_sockets(context)
         for name, pump in self._pumps.items():
             channel = pump.channel
@@ -701,6 +722,9 @@ class App:
             pump.close(linger)
             pump.channel.socket = None
             pump.channel._on_receivers_changed = None
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
         self._pumps.clear()
         self._requests.clear()
         if self._executor is not None:

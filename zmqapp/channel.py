@@ -15,6 +15,7 @@ from weakref import ref as _weakref
 import zmq
 from blinker import Signal
 
+from . import security
 from ._handlers import Handler
 from .codecs import Codec, RawCodec, Utf8Codec, get_codec
 from .errors import SetupError
@@ -311,6 +312,7 @@ class Channel:
             for k in ("curve_secret_key", "curve_server_key", "authorized_keys", "allow", "deny")
             if options.get(k) is not None
         }
+        security.check_options(self)
         for handler in self.handlers:
             self.check_handler(handler)
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
+from . import security
 from ._handlers import Handler, Invoker, make_invoker
 from .channel import Channel
 from .codecs import RAW
@@ -83,9 +84,12 @@ class Pump:
         self.fd = sock.FD
         # getsockopt is typed int | bytes; ZMQ_EVENTS is always an int.
         self.get_option = cast("Callable[[int], int]", sock.getsockopt)
-        self.recv = sock.recv_multipart
+        self.recv: Callable[[int], Frames] = sock.recv_multipart
         self._send = sock.send
         self.parse = make_parser(channel)
+        if security.is_server(channel):  # handlers may ask for the client's key: user_id
+            self.recv = security.recv_with_user_id(sock)
+            self.parse = _with_user_id(self.parse)
         self.body_of = body_decoder(channel.codec)
         self.raw = channel.codec is RAW
         self.fast_fn: Callable[[Any], Any] = _no_fast_path
@@ -554,6 +558,15 @@ class Pump:
         self._wake_room()
         self.loop.remove_reader(self.fd)
         self.socket.close(linger=linger)
+
+
+def _with_user_id(parse: Callable[[Frames], Message]) -> Callable[[Frames], Message]:
+    def parse_with_user_id(frames: Frames) -> Message:
+        message = parse(frames)
+        message.user_id = getattr(frames, "user_id", None)
+        return message
+
+    return parse_with_user_id
 
 
 def _as_decode_error(exc: Exception) -> DecodeError:

@@ -8,6 +8,7 @@ from typing import Any
 
 import zmq
 
+from . import security
 from .channel import Channel
 from .errors import SetupError
 
@@ -55,6 +56,7 @@ def open_socket(
             sock.setsockopt(zmq.MAXMSGSIZE, int(maxmsgsize))
         for option, value in channel.options.items():
             _set_option(sock, channel, option, value)
+        security.apply(sock, channel)
         if channel.socket_type == zmq.SUB:
             for topic in channel.subscribe:
                 sock.setsockopt(zmq.SUBSCRIBE, topic)
