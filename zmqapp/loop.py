@@ -243,11 +243,7 @@ class Pump:
             try:
                 result = invoke(message)
                 if result is not None:
-                    if self.replies:
-                        if reply is None:
-                            reply = encode_body(self.channel.codec, result)
-                    elif self.forward is not None:
-                        self.forward.send_body(result, force=True)
+                    reply = self.take_result(result, reply)
             except Exception as exc:
                 error = exc
                 self.handler_failed(message, invoke, exc)
@@ -298,15 +294,20 @@ class Pump:
                 if isawaitable(result):
                     result = await result
                 if result is not None:
-                    if self.replies:
-                        if reply is None:
-                            reply = encode_body(self.channel.codec, result)
-                    elif self.forward is not None:
-                        self.forward.send_body(result, force=True)
+                    reply = self.take_result(result, reply)
             except Exception as exc:
                 error = exc
                 self.handler_failed(message, invoke, exc)
         self.finish(message, reply, error, own_callback=False)
+
+    def take_result(self, result: Any, reply: Frames | None) -> Frames | None:
+        """A handler returned ``result``: on REP/ROUTER the first one is the reply (encoded
+        here, so an encoding error is that handler's failure); elsewhere it goes to send_to."""
+        if self.replies:
+            return encode_body(self.channel.codec, result) if reply is None else reply
+        if self.forward is not None:
+            self.forward.send_body(result, force=True)
+        return reply
 
     def finish(
         self, message: Message, reply: Frames | None, error: Exception | None, own_callback: bool
