@@ -275,3 +275,46 @@ def test_a_reply_to_a_vanished_peer_is_counted(app: App, running: Any, peer: Any
     assert loop is not None
     loop.call_soon_threadsafe(gate.set)
     wait_for(lambda: app.channels["router"].stats.dropped == 1)
+
+
+@pytest.mark.parametrize("kind", ["REP", "ROUTER"])
+def test_a_request_whose_handler_is_cancelled_at_stop_still_gets_an_answer(
+    kind: str, app: App, running: Any, peer: Any
+) -> None:
+    from zmqapp.message import parse_error_reply
+
+    app.config["SHUTDOWN_TIMEOUT"] = 0.2
+
+    @app.channel("slow", endpoint="@tcp://127.0.0.1:*", type=kind)
+    async def forever(body: bytes) -> bytes:
+        await asyncio.Event().wait()
+        return b"never"
+
+    thread = running(app)
+    req = peer(zmq.REQ, connect=app.channels["slow"].bound[0])
+    req.send(b"question")
+    wait_for(lambda: app.channels["slow"].stats.received == 1)
+    thread.stop()
+    error = parse_error_reply(req.recv_multipart())  # RCVTIMEO 5 s: never a hang
+    assert error is not None and error.kind == "cancelled"
+
+
+def test_an_async_receiver_connected_from_another_thread_gets_messages(
+    app: App, running: Any, peer: Any
+) -> None:
+    handled: list[bytes] = []
+    seen: list[bytes] = []
+    app.channel("pull", endpoint=TCP, type="PULL")(handled.append)
+    running(app)
+
+    async def watcher(sender: App, message: Any) -> None:
+        await asyncio.sleep(0)
+        seen.append(message.body)
+
+    app.signal("pull").connect(watcher, weak=False)  # from the test's thread, while running
+    push = peer(zmq.PUSH, connect=app.channels["pull"].bound[0])
+    for i in range(20):
+        push.send(b"%d" % i)
+    wait_for(lambda: len(handled) == 20)
+    wait_for(lambda: len(seen) >= 1)
+    app.signal("pull").disconnect(watcher)

@@ -15,6 +15,7 @@ import pytest
 import zmq
 
 from zmqapp import App, NotRunning
+from zmqapp.testing import wait_for
 
 TCP = "@tcp://127.0.0.1:*"
 APPS = Path(__file__).parent / "apps"
@@ -241,3 +242,39 @@ def test_process_with_undeliverable_messages_exits() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "exited"
     assert "100 queued messages were not sent" in proc.stderr or proc.stderr == ""
+
+
+def test_a_stop_asked_before_serve_starts_is_not_lost(app: App) -> None:
+    async def main() -> None:
+        task = asyncio.create_task(app.serve())
+        app.stop()  # the task has not started yet
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert not app.running
+
+
+@pytest.mark.timeout(30)
+def test_a_steady_publisher_does_not_hold_up_a_stop(app: App, running: Any, peer: Any) -> None:
+    """The final drain ends once the socket has been read empty, not when traffic stops."""
+    app.config["SHUTDOWN_TIMEOUT"] = 60  # longer than this test may take
+    got: list[bytes] = []
+    pub = peer(zmq.PUB, bind="tcp://127.0.0.1:*")
+    app.channel("sub", endpoint=pub.last_endpoint.decode(), type="SUB")(got.append)
+    thread = running(app)
+    publishing = threading.Event()
+    publishing.set()
+
+    def publish() -> None:
+        while publishing.is_set():
+            pub.send(b"tick")
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    try:
+        wait_for(lambda: len(got) > 100)
+        thread.stop()
+    finally:
+        publishing.clear()
+        publisher.join(10)
+    assert thread.stopped

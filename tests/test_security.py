@@ -263,3 +263,20 @@ def test_the_test_client_needs_no_keys(keys: Keys) -> None:
     with app.test_client() as client:  # inproc has no network to secure: keys are set aside
         client.send("tasks", b"x")
     assert got == [(b"x", None)]
+
+
+def test_a_failing_key_check_refuses_one_client_and_locks_out_nobody(
+    keys: Keys, peer: Any, running: Any
+) -> None:
+    allowed = zmq.auth.load_certificate(keys.client_public)[0].decode()
+    database = {allowed: True}
+    app, got = secured_app(keys, authorized_keys=lambda key: database[key])  # KeyError for rogues
+    running(app)
+    refused_then_marker(app, got, curve_client(peer, zmq.PUSH, keys, "rogue"), peer, keys)
+    assert [body for body, _ in got] == [b"marker"]  # the authenticator survived the KeyError
+
+
+def test_a_40_character_string_that_is_no_key_is_explained(app: App) -> None:
+    app.add_channel("tasks", endpoint=TCP, type="PULL", curve_secret_key="\x01" * 40)
+    with pytest.raises(SetupError, match=r"curve_secret_key .* is neither a file nor a Z85 key"):
+        app.run(install_signal_handlers=False)

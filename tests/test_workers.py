@@ -178,3 +178,11 @@ def test_a_bound_pair_cannot_be_shared(pools: list[Pool]) -> None:
     pool = start(pools, "workers_pair.py", 2)
     assert pool.proc.wait(timeout=30) == 1
     pool.wait_for_line(r"binds a PAIR socket, which cannot be shared by several workers")
+
+
+def test_a_secured_bound_channel_is_refused_rather_than_served_unsecured(
+    pools: list[Pool],
+) -> None:
+    pool = start(pools, "workers_secure.py", 2)
+    assert pool.proc.wait(timeout=30) == 1
+    pool.wait_for_line(r"binds with security options \(allow\), which --workers cannot keep")

@@ -121,6 +121,7 @@ class App:
         self._pumps: dict[str, Pump] = {}
         self._tasks: dict[asyncio.Task[Any], Any] = {}
         self._periodic: list[PeriodicCallback] = []
+        self._ticks: set[asyncio.Task[Any]] = set()
         self._executor: DaemonThreadPool | None = None
         self._requests: dict[str, Requests] = {}
         self._decode_log = RateLimitedLog(self.logger)
@@ -507,9 +508,13 @@ class App:
 
     def stop(self) -> None:
         """Ask the app to stop gracefully. Safe from handlers, timers, hooks and any thread;
-        returns at once (``run()`` / ``serve()`` return when the stop is complete)."""
+        returns at once (``run()`` / ``serve()`` return when the stop is complete). Asked
+        before the app runs, it makes the next run stop as soon as it has started."""
         loop = self._loop
         if loop is None:
+            # Not running yet (say, just after asyncio.create_task(app.serve())): the stop is
+            # kept, and the run stops as soon as it has started.
+            self._stop_asked = True
             return
         if threading.get_ident() == self._loop_thread:
             self._request_stop()
@@ -540,7 +545,6 @@ class App:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._stop_event = asyncio.Event()
-        self._stop_asked = False
         try:
             await self._startup()
             self._state = _RUNNING
@@ -624,7 +628,7 @@ class App:
             if channel.socket_type in (zmq.REQ, zmq.DEALER):
                 self._requests[name] = Requests(pump)
             pump.build_invokers()
-            channel._on_receivers_changed = pump.build_invokers
+            channel._on_receivers_changed = functools.partial(self._soon, pump.build_invokers)
         self._hooks_ran = True
         for fn in self.start_hooks:
             result = fn()
@@ -637,8 +641,23 @@ class App:
             periodic.start()
             self._periodic.append(periodic)
 
+    def _soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop: now if this is the loop's thread, else at its next turn."""
+        if threading.get_ident() == self._loop_thread:
+            fn()
+        elif self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(fn)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
     def _timer_callback(self, fn: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
         async def tick() -> None:
+            if self._state != _RUNNING:
+                return
+            task = asyncio.current_task()
+            if task is not None:
+                self._ticks.add(task)  # a stop waits for a tick that is running
             try:
                 result = fn()
                 if result is not None and asyncio.iscoroutine(result):
@@ -647,11 +666,24 @@ class App:
                 self.logger.error("timer %s failed", describe(fn), exc_info=exc)
                 if handler_failed.receivers:
                     handler_failed.send(self, message=None, handler=fn, exception=exc)
+            finally:
+                self._ticks.discard(task)
 
         return tick
 
     async def _shutdown(self) -> None:
         """Stop reading, finish in-flight work, flush, close, terminate: in that order."""
+        try:
+            await self._stop_gracefully()
+        finally:
+            self._state = _IDLE
+            self._loop = None
+            self._loop_thread = None
+            self._stop_event = None
+            self._stop_asked = False
+            app_stopped.send(self)
+
+    async def _stop_gracefully(self) -> None:
         self._state = _STOPPING
         loop = asyncio.get_running_loop()
         app_stopping.send(self)
@@ -661,13 +693,15 @@ class App:
         deadline = loop.time() + float(self.config["SHUTDOWN_TIMEOUT"])
         pumps = list(self._pumps.values())
         receiving = [p for p in pumps if p.accepting]
+        if self._ticks:
+            await asyncio.wait(list(self._ticks), timeout=max(0.0, deadline - loop.time()))
 
-        # 1. Close the door (unbind, so peers send elsewhere) and handle what already came in.
+        # 1. Close the door (unbind, so peers send elsewhere) and handle what already came in:
+        # each channel is drained until a read finds nothing left.
         for pump in receiving:
             close_door(pump.socket, pump.channel)
-        while loop.time() < deadline and (
-            self._tasks or any(p.has_queued() for p in receiving if p.accepting)
-        ):
+            pump.drain_for_stop()
+        while loop.time() < deadline and (self._tasks or not all(p.empty for p in receiving)):
             await asyncio.sleep(0.005)
         for pump in pumps:
             pump.pause()
@@ -742,11 +776,6 @@ class App:
             # term() waits for lingering sockets; do it off the loop.
             await loop.run_in_executor(None, self._owned_context.term)
             self._owned_context = None
-        self._state = _IDLE
-        self._loop = None
-        self._loop_thread = None
-        self._stop_event = None
-        app_stopped.send(self)
 
     # -- testing -------------------------------------------------------------------------------
 

@@ -38,6 +38,10 @@ REPLYING = frozenset((zmq.REP, zmq.ROUTER))
 FORWARDABLE = frozenset((zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER, zmq.REQ, zmq.PAIR))
 #: Types ``app.send`` works on.
 SENDING = FORWARDABLE | {zmq.ROUTER, zmq.XSUB}
+#: Types whose traffic only flows in: at a stop they can unbind (peers then send elsewhere)
+#: without losing anything, as what is queued stays readable. Two-way types keep their
+#: connections, or replies to requests already read could not reach their clients.
+INBOUND_ONLY = frozenset((zmq.PULL, zmq.SUB, zmq.XSUB))
 #: Types that carry topics.
 TOPICAL = frozenset((zmq.SUB, zmq.XSUB))
 

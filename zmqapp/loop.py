@@ -114,7 +114,7 @@ class Pump:
         self.reading = False  # accepting, and nothing (concurrency, downstream) holds it back
         self.in_flight = 0
         self.concurrency = channel.concurrency
-        self.empty = False  # the last read attempt found nothing queued
+        self.empty = False  # a read found nothing queued (since drain_for_stop)
         #: REQ/DEALER: offered each message first; True means it answered a request.
         self.intercept: Callable[[Frames], bool] | None = None
         self._room: list[asyncio.Future[None]] = []
@@ -184,8 +184,11 @@ class Pump:
             # Not reading: still take the commands, or the level-triggered poller would call
             # us again and again. What arrived is read on resuming (rule 3).
             self.get_option(_EVENTS)
-        if self.outbox and self.get_option(_EVENTS) & _POLLOUT:
-            self.schedule_check()  # reading may have swallowed the writable edge
+        if self.outbox:
+            # The flush and the reads may have swallowed an edge: look once more, for both.
+            events = self.get_option(_EVENTS)
+            if (events & _POLLOUT) or (events & _POLLIN and self.reading):
+                self.schedule_check()
 
     def drain(self) -> bool:
         """Read and dispatch up to one batch; True if the batch ran out first."""
@@ -209,7 +212,9 @@ class Pump:
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EFSM:
                 raise
-            # A REQ socket with no request outstanding refuses to read: nothing to read.
+            # A REQ socket with no request outstanding refuses to read (before it takes its
+            # commands): nothing to read, but take the commands, or the descriptor stays set.
+            self.get_option(_EVENTS)
             self.empty = True
             return False
         finally:
@@ -295,6 +300,12 @@ class Pump:
                     result = await result
                 if result is not None:
                     reply = self.take_result(result, reply)
+            except asyncio.CancelledError:
+                if self.replies:  # cancelled at stop: the peer still gets its answer
+                    stopped = asyncio.CancelledError("the app stopped before the handler finished")
+                    frames = [error_reply("cancelled", stopped, self.channel.name, True)]
+                    self.send_reply((message.envelope or []) + frames, own_callback=False)
+                raise
             except Exception as exc:
                 error = exc
                 self.handler_failed(message, invoke, exc)
@@ -546,9 +557,10 @@ class Pump:
         self.accepting = self.channel.receives
         self.update_reading()
 
-    def has_queued(self) -> bool:
-        """True if a message is waiting to be read."""
-        return bool(self.get_option(_EVENTS) & _POLLIN)
+    def drain_for_stop(self) -> None:
+        """Begin the final drain: :attr:`empty` turns True once a read finds nothing left."""
+        self.empty = False
+        self.schedule_check()
 
     def close(self, linger: int) -> None:
         """Stop watching the descriptor and close the socket with a finite linger."""

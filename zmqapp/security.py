@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils import z85
 
 from .errors import SetupError
 from .signals import socket_event
@@ -107,15 +108,29 @@ def _addresses(channel: Channel, key: str, value: Any) -> list[str]:
     return items
 
 
-def _is_z85_key(spec: Any) -> bool:
+def _z85_key(channel: Channel, option: str, spec: Any) -> bytes | None:
+    """``spec`` as a Z85 key if it is one (40 characters, not a file), else None."""
     if isinstance(spec, bytes):
         spec = spec.decode("ascii", "replace")
-    return isinstance(spec, str) and len(spec) == 40 and not os.path.exists(spec)
+    if not (isinstance(spec, str) and len(spec) == 40) or os.path.exists(spec):
+        return None
+    folder = os.path.dirname(spec)
+    if spec.endswith((".key", ".key_secret")) or (folder and os.path.isdir(folder)):
+        return None  # a path to a file that is not there: said as such by the loader
+    try:
+        if len(z85.decode(spec)) != 32:
+            raise ValueError("not a 32-byte key")
+    except (ValueError, KeyError, TypeError):
+        raise SetupError(
+            f"channel {channel.name!r}: {option} {spec!r} is neither a file nor a Z85 key "
+            "(40 characters); check the path, or give the key zmqapp keygen printed"
+        ) from None
+    return spec.encode("ascii")
 
 
 def load_secret(channel: Channel, spec: Any) -> tuple[bytes, bytes]:
     """(public, secret) from a secret certificate file or a Z85 secret key."""
-    if _is_z85_key(spec):
+    if _z85_key(channel, "curve_secret_key", spec) is not None:
         secret = spec.encode("ascii") if isinstance(spec, str) else bytes(spec)
         try:
             return zmq.curve_public(secret), secret
@@ -134,8 +149,9 @@ def load_secret(channel: Channel, spec: Any) -> tuple[bytes, bytes]:
 
 def load_public(channel: Channel, spec: Any) -> bytes:
     """A public key from a Z85 key or a certificate file (public or secret)."""
-    if _is_z85_key(spec):
-        return spec.encode("ascii") if isinstance(spec, str) else bytes(spec)
+    key = _z85_key(channel, "curve_server_key", spec)
+    if key is not None:
+        return key
     return _load_certificate(channel, "curve_server_key", spec)[0]
 
 
@@ -267,6 +283,16 @@ class Authenticator(AsyncioAuthenticator):
                 provider.reload()
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
+        # pyzmq's authenticator task dies with the first exception, after which no handshake
+        # gets an answer: a failing key check must refuse one client, not lock out everyone.
+        try:
+            await self._check(msg)
+        except Exception:
+            log.exception("the authenticator failed on a request; refusing that client")
+            if len(msg) >= 2:
+                self._send_zap_reply(msg[1], b"500", b"authenticator error")
+
+    async def _check(self, msg: list[bytes]) -> None:
         if len(msg) >= 6:
             domain = msg[2].decode(self.encoding, "replace")
             self._address = address = msg[3].decode(self.encoding, "replace")
@@ -281,7 +307,7 @@ class Authenticator(AsyncioAuthenticator):
     async def _authenticate_curve(self, domain: str, client_key: bytes) -> tuple[bool, bytes]:
         allowed, reason = await super()._authenticate_curve(domain, client_key)
         if not allowed:
-            key = zmq.utils.z85.encode(client_key).decode("ascii")
+            key = z85.encode(client_key).decode("ascii")
             self.refused(domain, self._address, f"{reason.decode(errors='replace')}: {key}")
         return allowed, reason
 

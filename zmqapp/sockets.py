@@ -9,7 +9,7 @@ from typing import Any
 import zmq
 
 from . import security
-from .channel import Channel
+from .channel import INBOUND_ONLY, Channel
 from .errors import SetupError
 
 #: Config keys applied to every socket unless the channel's own ``options`` set them.
@@ -55,7 +55,7 @@ def open_socket(
         if maxmsgsize is not None and channel.receives:
             sock.setsockopt(zmq.MAXMSGSIZE, int(maxmsgsize))
         for option, value in channel.options.items():
-            _set_option(sock, channel, option, value)
+            set_option(sock, channel, option, value)
         security.apply(sock, channel)
         if channel.socket_type == zmq.SUB:
             for topic in channel.subscribe:
@@ -91,7 +91,9 @@ def open_socket(
     return sock
 
 
-def _set_option(sock: zmq.Socket[Any], channel: Channel, option: int, value: Any) -> None:
+def set_option(sock: zmq.Socket[Any], channel: Channel, option: int, value: Any) -> None:
+    """Set one socket option, a str value as bytes where ZeroMQ wants bytes; a failure is a
+    :class:`SetupError` naming the channel and the option."""
     try:
         if isinstance(value, str) and option in _BYTES_OPTIONS:
             value = value.encode()
@@ -111,11 +113,15 @@ _BYTES_OPTIONS = frozenset(
 
 
 def close_door(sock: zmq.Socket[Any], channel: Channel) -> None:
-    """Unbind every bound endpoint, so peers stop sending here, keeping what is queued.
+    """At a stop, unbind the bound endpoints of a channel whose traffic only flows in (PULL,
+    SUB, XSUB), so peers send elsewhere; what is queued stays readable.
 
-    (Messages already queued stay readable after an unbind, unlike after a disconnect, so
-    connected endpoints are left alone and drained instead.)
+    Connected endpoints are left alone and drained instead (a disconnect would drop what is
+    queued), and two-way channels keep their connections: an unbind drops the clients'
+    connections, and replies to requests already read could not reach them.
     """
+    if channel.socket_type not in INBOUND_ONLY:
+        return
     for address in channel.bound:
         try:
             sock.unbind(address)

@@ -47,6 +47,7 @@ from .app import App
 from .channel import Channel, Endpoint
 from .errors import SetupError
 from .signals import app_started
+from .sockets import set_option
 
 log = logging.getLogger("zmqapp.workers")
 
@@ -63,13 +64,15 @@ PROXIES: dict[int, tuple[int, int]] = {
     zmq.DEALER: (zmq.DEALER, zmq.DEALER),
 }
 #: Public socket types whose traffic only flows inwards: unbound first at a stop.
-ONE_WAY_IN = frozenset((zmq.PULL, zmq.XSUB))
+ONE_WAY_IN = frozenset((zmq.PULL, zmq.XSUB))  # the parent's side of INBOUND_ONLY channels
 
 #: How long a worker must live to count as started, the longest restart delay, and how many
 #: quick deaths in a row make the supervisor give up (the app cannot start: a bug, a config).
 QUICK_DEATH = 1.0
 MAX_RESTART_DELAY = 5.0
 GIVE_UP_AFTER = 5
+#: Seconds a stopping proxy waits for a worker to take its queued messages.
+HAND_OVER_TIMEOUT = 5.0
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Proxy:
     channel: Channel
     address: str  # as declared, e.g. tcp://*:5557
     backend: str  # ipc:// address the workers connect to
+    options: dict[int, Any] = field(default_factory=dict)  # for the public socket
     bound: str = ""  # the address actually bound (wildcard port resolved)
     thread: threading.Thread | None = None
     control: zmq.Socket[Any] | None = None
@@ -114,6 +118,8 @@ class Proxy:
                 # Requests to a gone client are dropped either way; without mandatory routing
                 # libzmq drops them silently instead of stalling the device.
                 public.setsockopt(zmq.ROUTER_MANDATORY, 0)
+            for option, value in self.options.items():  # the channel's, and MAXMSGSIZE
+                set_option(public, self.channel, option, value)
             control.connect(control_address)
             try:
                 public.bind(self.address)
@@ -130,26 +136,52 @@ class Proxy:
             self.ready.set()
             return
         self.ready.set()
-        # Phase 1: serve until told to stop.
-        zmq.proxy_steerable(public, private, None, control)
-        # Phase 2: stopping. Stop taking new messages from outside where that loses nothing
-        # already received (inbound-only sockets keep what is queued after an unbind), hand
-        # the queue to the workers, then keep forwarding (replies!) until the workers are gone.
-        if public_type in ONE_WAY_IN:
+        try:
+            # Phase 1: serve until told to stop.
+            zmq.proxy_steerable(public, private, None, control)
+            # Phase 2: stopping. Stop taking new messages from outside where that loses
+            # nothing already received (inbound-only sockets keep what is queued after an
+            # unbind), hand the queue to the workers, then keep forwarding (replies!) until
+            # the workers are gone.
+            if public_type in ONE_WAY_IN:
+                self._hand_over(public, private)
+            self.drained.set()
+            zmq.proxy_steerable(public, private, None, control)
+        except zmq.ContextTerminated:  # pragma: no cover - only if closing went wrong
+            pass
+        finally:
+            self.drained.set()
+            for sock in sockets:
+                sock.close()
+
+    def _hand_over(self, public: zmq.Socket[Any], private: zmq.Socket[Any]) -> None:
+        """Unbind the public side and pass its queue on, giving up after HAND_OVER_TIMEOUT
+        without a worker taking a message (when none is left), and saying what was lost."""
+        try:
+            public.unbind(self.bound)
+        except zmq.ZMQError:
+            pass
+        private.setsockopt(zmq.SNDTIMEO, int(HAND_OVER_TIMEOUT * 1000))
+        while True:
             try:
-                public.unbind(self.bound)
-            except zmq.ZMQError:
-                pass
-            while True:
-                try:
-                    frames = public.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+                frames = public.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
                 private.send_multipart(frames)
-        self.drained.set()
-        zmq.proxy_steerable(public, private, None, control)
-        for sock in sockets:
-            sock.close()
+            except zmq.Again:
+                lost = 1
+                while public.poll(0):
+                    public.recv_multipart()
+                    lost += 1
+                log.error(
+                    "channel %r: no worker took a message for %s s while stopping; %d queued "
+                    "messages were dropped",
+                    self.channel.name,
+                    HAND_OVER_TIMEOUT,
+                    lost,
+                )
+                return
 
     def command(self, word: bytes) -> None:
         assert self.control is not None
@@ -180,6 +212,13 @@ def plan(app: App, ipc_dir: str) -> tuple[list[Proxy], dict[str, list[str]]]:
         bound = [e for e in channel.endpoints if e.bind]
         if not bound:
             continue
+        if channel.security:
+            raise SetupError(
+                f"channel {channel.name!r} binds with security options "
+                f"({', '.join(sorted(channel.security))}), which --workers cannot keep: the "
+                "parent's proxy would have to check clients, and the workers could not tell "
+                "who sent what. Run it with --workers 1, or let the secured channel connect"
+            )
         if channel.socket_type not in PROXIES:
             raise SetupError(
                 f"channel {channel.name!r} binds a {channel.type_name} socket, which cannot be "
@@ -190,12 +229,30 @@ def plan(app: App, ipc_dir: str) -> tuple[list[Proxy], dict[str, list[str]]]:
         for i, endpoint in enumerate(channel.endpoints):
             if endpoint.bind:
                 backend = f"ipc://{ipc_dir}/{len(proxies)}-{i}.sock"
-                proxies.append(Proxy(channel, endpoint.address, backend))
+                proxies.append(
+                    Proxy(channel, endpoint.address, backend, public_options(app, channel))
+                )
                 workers_view.append(str(Endpoint(backend, False)))
             else:
                 workers_view.append(str(endpoint))
         endpoints[channel.name] = workers_view
     return proxies, endpoints
+
+
+def public_options(app: App, channel: Channel) -> dict[int, Any]:
+    """Socket options for the parent's public side of ``channel``: what the app itself would
+    set on a socket that binds (high-water marks, MAXMSGSIZE, the channel's own options)."""
+    options: dict[int, Any] = {}
+    for key, option in (("SNDHWM", zmq.SNDHWM), ("RCVHWM", zmq.RCVHWM)):
+        if app.config.get(key) is not None:
+            options[option] = int(app.config[key])
+    maxmsgsize = (
+        channel.maxmsgsize if channel.maxmsgsize is not None else app.config.get("MAXMSGSIZE")
+    )
+    if maxmsgsize is not None and channel.receives:
+        options[zmq.MAXMSGSIZE] = int(maxmsgsize)
+    options.update(channel.options)
+    return options
 
 
 def run_workers(
