@@ -22,7 +22,7 @@ from ._handlers import describe
 from ._threads import DaemonThreadPool
 from .channel import FORWARDABLE, SENDING, TYPE_NAMES, Channel, ChannelSignal
 from .config import DEFAULTS, Config
-from .errors import DecodeError, NotRunning, SetupError
+from .errors import NotRunning, SetupError
 from .loop import Pump, RateLimitedLog
 from .message import Frames, encode_body, encode_topic, parse_error_reply
 from .monitor import SocketMonitor
@@ -40,7 +40,6 @@ from .sockets import close_door, open_socket
 from .testing import TestClient
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger("zmqapp")
 
 _IDLE, _STARTING, _RUNNING, _STOPPING = "idle", "starting", "running", "stopping"
 
@@ -438,12 +437,7 @@ class App:
         error = parse_error_reply(reply)
         if error is not None:
             raise error
-        try:
-            return pump.parse(reply).body
-        except DecodeError:
-            raise
-        except Exception as exc:  # pragma: no cover - parse only raises DecodeError
-            raise DecodeError(str(exc)) from exc
+        return pump.parse(reply).body  # a reply that does not decode raises DecodeError
 
     def request_sync(
         self, name: str, body: Any, *, timeout: float | None = None, retries: int | None = None
