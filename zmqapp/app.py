@@ -24,7 +24,7 @@ from .channel import FORWARDABLE, SENDING, TYPE_NAMES, Channel, ChannelSignal
 from .config import DEFAULTS, Config
 from .errors import NotRunning, SetupError
 from .loop import Pump, RateLimitedLog
-from .message import Frames, encode_body, encode_topic, parse_error_reply
+from .message import encode_body, frames_for, parse_error_reply
 from .monitor import SocketMonitor
 from .rpc import Requests
 from .security import Authenticator
@@ -306,7 +306,7 @@ class App:
         any thread: it hops onto the app's loop and returns once the message is queued.
         """
         pump = self._sending_pump(name, topic, identity)
-        frames = self._frames(pump.channel, body, topic, identity)
+        frames = frames_for(pump.channel.codec, body, topic, identity)
         self._call_in_loop(pump.send, frames)
 
     async def send_async(
@@ -320,7 +320,7 @@ class App:
         """Like :meth:`send`, but wait while the channel's send queue is full, instead of
         raising: for producers that must not drop. Call it on the app's loop."""
         pump = self._sending_pump(name, topic, identity)
-        frames = self._frames(pump.channel, body, topic, identity)
+        frames = frames_for(pump.channel.codec, body, topic, identity)
         await pump.wait_for_room()
         pump.send(frames)
 
@@ -356,18 +356,6 @@ class App:
                 "from a handler, a hook or a timer, or once app.run() has started"
             )
         return pump
-
-    @staticmethod
-    def _frames(channel: Channel, body: Any, topic: Any, identity: Any) -> Frames:
-        frames = encode_body(channel.codec, body)
-        if topic is not None:
-            frames.insert(0, encode_topic(topic))
-        if identity is not None:
-            if isinstance(identity, (bytes, bytearray)):
-                frames.insert(0, bytes(identity))
-            else:
-                frames[:0] = list(identity)
-        return frames
 
     def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call ``fn`` on the app's loop thread and return its result, from any thread."""

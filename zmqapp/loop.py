@@ -132,16 +132,16 @@ class Pump:
 
     def build_invokers(self) -> None:
         """Recompute what dispatch calls, after the channel's receivers changed."""
+        receivers = self.channel.receivers(self.app)
         invokers = []
         is_async = False
-        for receiver in self.channel.receivers(self.app):
+        for receiver in receivers:
             invoker, receiver_async = make_invoker(receiver, self.app, self.app._run_in_thread)
             invokers.append(invoker)
             is_async = is_async or receiver_async
         self.invokers = tuple(invokers)
         self.is_async = is_async
         # Decide here, not per message, whether the fast path applies.
-        receivers = self.channel.receivers(self.app)
         handler = receivers[0] if len(receivers) == 1 else None
         fast = (
             isinstance(handler, Handler)
@@ -416,21 +416,9 @@ class Pump:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def send_body(
-        self,
-        body: Any,
-        *,
-        topic: bytes | None = None,
-        envelope: Frames | None = None,
-        force: bool = False,
-    ) -> None:
+    def send_body(self, body: Any, *, force: bool = False) -> None:
         """Encode ``body`` with this channel's codec and send it (see :meth:`send`)."""
-        frames = encode_body(self.channel.codec, body)
-        if topic is not None:
-            frames.insert(0, topic)
-        if envelope:
-            frames[:0] = envelope
-        self.send(frames, force=force)
+        self.send(encode_body(self.channel.codec, body), force=force)
 
     def send(self, frames: Frames, *, force: bool = False) -> None:
         """Send now if ZeroMQ takes it, else queue it; never blocks.
@@ -556,10 +544,6 @@ class Pump:
 
     def pause(self) -> None:
         self.accepting = False
-        self.update_reading()
-
-    def resume(self) -> None:
-        self.accepting = self.channel.receives
         self.update_reading()
 
     def drain_for_stop(self) -> None:

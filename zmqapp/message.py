@@ -179,6 +179,25 @@ def encode_topic(topic: str | bytes) -> bytes:
     return topic.encode("utf-8") if isinstance(topic, str) else bytes(topic)
 
 
+def frames_for(
+    codec: Codec,
+    body: Any,
+    topic: str | bytes | None = None,
+    envelope: bytes | Iterable[bytes] | None = None,
+) -> Frames:
+    """The frames of an outgoing message: ``envelope`` (a ROUTER peer's identity, or a list
+    of envelope frames), then ``topic`` (PUB/XPUB), then the encoded body."""
+    frames = encode_body(codec, body)
+    if topic is not None:
+        frames.insert(0, encode_topic(topic))
+    if envelope is not None:
+        if isinstance(envelope, (bytes, bytearray)):
+            frames.insert(0, bytes(envelope))
+        else:
+            frames[:0] = list(envelope)
+    return frames
+
+
 # -- error replies -----------------------------------------------------------------------------
 
 #: The first bytes of an error reply: ``ZMQAPP-ERROR `` and then a JSON object.

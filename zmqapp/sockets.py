@@ -37,9 +37,6 @@ def open_socket(
     sock: zmq.Socket[Any] = context.socket(channel.socket_type)
     try:
         sock.setsockopt(zmq.LINGER, int(config.get("LINGER", 1000)))
-        for key, option in DEFAULT_OPTIONS.items():
-            if config.get(key) is not None and option not in channel.options:
-                sock.setsockopt(option, int(config[key]))
         if channel.socket_type == zmq.ROUTER:
             # Report unroutable and full peers instead of dropping in silence, so zmqapp can
             # count the drops (a ROUTER never queues behind one slow peer; see Pump.send).
@@ -49,12 +46,8 @@ def open_socket(
             # earlier requests, so a timed-out request never leaves the socket stuck.
             sock.setsockopt(zmq.REQ_RELAXED, 1)
             sock.setsockopt(zmq.REQ_CORRELATE, 1)
-        maxmsgsize = channel.maxmsgsize
-        if maxmsgsize is None and any(e.bind for e in channel.endpoints):
-            maxmsgsize = config.get("MAXMSGSIZE")
-        if maxmsgsize is not None and channel.receives:
-            sock.setsockopt(zmq.MAXMSGSIZE, int(maxmsgsize))
-        for option, value in channel.options.items():
+        binds = any(e.bind for e in channel.endpoints)
+        for option, value in socket_options(channel, config, binds).items():
             set_option(sock, channel, option, value)
         security.apply(sock, channel)
         if channel.socket_type == zmq.SUB:
@@ -89,6 +82,22 @@ def open_socket(
         sock.close(linger=0)
         raise
     return sock
+
+
+def socket_options(channel: Channel, config: Mapping[str, Any], binds: bool) -> dict[int, Any]:
+    """The options a socket of ``channel`` gets: the config's high-water marks, ``MAXMSGSIZE``
+    (the channel's own, or the config's if it binds), then the channel's ``options``."""
+    options: dict[int, Any] = {}
+    for key, option in DEFAULT_OPTIONS.items():
+        if config.get(key) is not None:
+            options[option] = int(config[key])
+    maxmsgsize = channel.maxmsgsize
+    if maxmsgsize is None and binds:
+        maxmsgsize = config.get("MAXMSGSIZE")
+    if maxmsgsize is not None and channel.receives:
+        options[zmq.MAXMSGSIZE] = int(maxmsgsize)
+    options.update(channel.options)
+    return options
 
 
 def set_option(sock: zmq.Socket[Any], channel: Channel, option: int, value: Any) -> None:

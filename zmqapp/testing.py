@@ -25,7 +25,7 @@ import zmq
 
 from .channel import Channel
 from .errors import Timeout
-from .message import Frames, Multipart, encode_body, encode_topic, parse_error_reply
+from .message import Frames, body_decoder, frames_for, parse_error_reply
 from .signals import app_started, decode_failed, handler_failed
 
 if TYPE_CHECKING:
@@ -338,10 +338,7 @@ class TestClient:
     def _frames(channel: Channel, body: Any, topic: Any, frames: list[bytes] | None) -> Frames:
         if frames is not None:
             return [bytes(f) for f in frames]
-        payload = encode_body(channel.codec, body)
-        if topic is not None:
-            payload.insert(0, encode_topic(topic))
-        return payload
+        return frames_for(channel.codec, body, topic)
 
     def _decode(self, channel: Channel, frames: Frames) -> tuple[Any, bytes | None]:
         """A message the app sent, as (decoded body, topic)."""
@@ -350,10 +347,7 @@ class TestClient:
             topic, frames = frames[0], frames[1:]
         if channel.socket_type in (zmq.REP, zmq.ROUTER) and len(frames) >= 2 and not frames[0]:
             frames = frames[1:]  # the delimiter our DEALER peer sent comes back first
-        decode = channel.codec.decode
-        if len(frames) == 1:
-            return decode(frames[0]), topic
-        return Multipart(decode(f) for f in frames), topic
+        return body_decoder(channel.codec)(frames), topic
 
     def _collect(self) -> None:
         """Read everything the app has sent so far off the peer sockets."""

@@ -44,10 +44,10 @@ from typing import Any
 import zmq
 
 from .app import App
-from .channel import Channel, Endpoint
+from .channel import INBOUND_ONLY, Channel, Endpoint
 from .errors import SetupError
 from .signals import app_started
-from .sockets import set_option
+from .sockets import set_option, socket_options
 
 log = logging.getLogger("zmqapp.workers")
 
@@ -63,8 +63,6 @@ PROXIES: dict[int, tuple[int, int]] = {
     zmq.XSUB: (zmq.XSUB, zmq.XPUB),
     zmq.DEALER: (zmq.DEALER, zmq.DEALER),
 }
-#: Public socket types whose traffic only flows inwards: unbound first at a stop.
-ONE_WAY_IN = frozenset((zmq.PULL, zmq.XSUB))  # the parent's side of INBOUND_ONLY channels
 
 #: How long a worker must live to count as started, the longest restart delay, and how many
 #: quick deaths in a row make the supervisor give up (the app cannot start: a bug, a config).
@@ -143,7 +141,7 @@ class Proxy:
             # nothing already received (inbound-only sockets keep what is queued after an
             # unbind), hand the queue to the workers, then keep forwarding (replies!) until
             # the workers are gone.
-            if public_type in ONE_WAY_IN:
+            if self.channel.socket_type in INBOUND_ONLY:
                 self._hand_over(public, private)
             self.drained.set()
             zmq.proxy_steerable(public, private, None, control)
@@ -230,29 +228,18 @@ def plan(app: App, ipc_dir: str) -> tuple[list[Proxy], dict[str, list[str]]]:
             if endpoint.bind:
                 backend = f"ipc://{ipc_dir}/{len(proxies)}-{i}.sock"
                 proxies.append(
-                    Proxy(channel, endpoint.address, backend, public_options(app, channel))
+                    Proxy(
+                        channel,
+                        endpoint.address,
+                        backend,
+                        socket_options(channel, app.config, binds=True),
+                    )
                 )
                 workers_view.append(str(Endpoint(backend, False)))
             else:
                 workers_view.append(str(endpoint))
         endpoints[channel.name] = workers_view
     return proxies, endpoints
-
-
-def public_options(app: App, channel: Channel) -> dict[int, Any]:
-    """Socket options for the parent's public side of ``channel``: what the app itself would
-    set on a socket that binds (high-water marks, MAXMSGSIZE, the channel's own options)."""
-    options: dict[int, Any] = {}
-    for key, option in (("SNDHWM", zmq.SNDHWM), ("RCVHWM", zmq.RCVHWM)):
-        if app.config.get(key) is not None:
-            options[option] = int(app.config[key])
-    maxmsgsize = (
-        channel.maxmsgsize if channel.maxmsgsize is not None else app.config.get("MAXMSGSIZE")
-    )
-    if maxmsgsize is not None and channel.receives:
-        options[zmq.MAXMSGSIZE] = int(maxmsgsize)
-    options.update(channel.options)
-    return options
 
 
 def run_workers(
