@@ -66,7 +66,7 @@ def test_requests_on_req_take_turns(app: App, running: Any, peer: Any) -> None:
     async def many() -> list[Any]:
         return await asyncio.gather(*(app.request("req", b"%d" % i) for i in range(20)))
 
-    loop = app._loop
+    loop = app.runtime.loop if app.runtime else None
     assert loop is not None
     replies = asyncio.run_coroutine_threadsafe(many(), loop).result(10)
     thread.join(5)
@@ -87,7 +87,7 @@ def test_a_thousand_dealer_requests_across_two_servers(running: Any) -> None:
             *(client.request("rpc", b"%d" % i, timeout=10) for i in range(1000))
         )
 
-    loop = client._loop
+    loop = client.runtime.loop if client.runtime else None
     assert loop is not None
     replies = asyncio.run_coroutine_threadsafe(ask_all(), loop).result(30)
     for i, reply in enumerate(replies):
@@ -198,7 +198,7 @@ def test_a_short_timeout_behind_a_long_one_still_expires_first(
     silent = peer(zmq.ROUTER, bind="tcp://127.0.0.1:*")
     app.add_channel("dealer", endpoint=silent.last_endpoint.decode(), type="DEALER")
     running(app)
-    loop = app._loop
+    loop = app.runtime.loop if app.runtime else None
     assert loop is not None
     long = asyncio.run_coroutine_threadsafe(app.request("dealer", b"long", timeout=30), loop)
     with pytest.raises(Timeout, match=r"within 0\.1 s"):
@@ -221,8 +221,8 @@ def test_answered_requests_do_not_pile_up(running: Any) -> None:
         for _ in range(20):
             await asyncio.gather(*(client.request("rpc", b"x") for _ in range(50)))
 
-    loop = client._loop
+    loop = client.runtime.loop if client.runtime else None
     assert loop is not None
     asyncio.run_coroutine_threadsafe(ask_all(), loop).result(30)
     # 1,000 answered requests, each with a 60 s deadline: the bookkeeping stays small.
-    assert len(client._requests["rpc"]._deadlines) <= 4 * 50 + 1
+    assert len(client.runtime.requests["rpc"]._deadlines) <= 4 * 50 + 1

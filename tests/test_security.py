@@ -231,7 +231,7 @@ def test_without_security_options_nothing_changes(app: App, running: Any, peer: 
     sock = app.channels["plain"].socket
     assert sock is not None
     assert sock.getsockopt(zmq.MECHANISM) == zmq.NULL and sock.getsockopt(zmq.ZAP_DOMAIN) == b""
-    assert app._authenticator is None
+    assert app.runtime is not None and app.runtime.authenticator is None
     peer(zmq.PUSH, connect=app.channels["plain"].bound[0]).send(b"x")
     wait_for(lambda: got)
     assert got == [None]

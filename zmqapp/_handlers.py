@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from ._typed import converter_for
+from ._typed import TypedBody, converter_for
 from .errors import SetupError
 
 if TYPE_CHECKING:
@@ -108,7 +108,14 @@ class Handler:
         if self.body_param is not None:
             self.body_type = _annotation(fn, self.body_param)
         #: Validates and converts the decoded body for a typed body parameter, else None.
-        self.convert: Callable[[Any], Any] | None = converter_for(self.body_type)
+        self.convert: TypedBody | None = converter_for(self.body_type)
+        #: Calls the function with what it asks for from a :class:`~zmqapp.Message`.
+        self.invoke: Invoker = _call_shaped(self)
+
+    def __call__(self, sender: Any, *, message: Message, **kwargs: Any) -> Any:
+        """Call the handler for ``message``, as a receiver of the channel's blinker signal:
+        ``app.signal(name).send(app, message=message)`` calls every handler of the channel."""
+        return self.invoke(message)
 
     def check(self, channel_name: str, socket_type: int, type_name: str) -> None:
         """Raise :class:`SetupError` if this handler asks for what ``socket_type`` never has."""
@@ -152,37 +159,14 @@ def _getter(name: str) -> Callable[[Message], Any]:
     return attrgetter(name)
 
 
-def make_invoker(receiver: Any, sender: Any, run_in_thread: ThreadRunner) -> tuple[Invoker, bool]:
-    """Build the callable dispatch uses for ``receiver``, and whether it returns an awaitable.
-
-    A :class:`Handler` gets a closure shaped by its parameters (``fn(body)`` in the common
-    case, no per-message introspection). Anything else connected to the channel's signal is a
-    blinker receiver and is called as ``receiver(sender, message=message)``.
-    """
-    if not isinstance(receiver, Handler):
-        # The signal decides how long a receiver lives (weak by default, as in blinker), so
-        # hold it weakly here too; a dead one is skipped until the signal drops it.
-        try:
-            ref: Callable[[], Any]
-            if inspect.ismethod(receiver):
-                ref = weakref.WeakMethod(receiver)
-            else:
-                ref = weakref.ref(receiver)
-        except TypeError:
-            ref = lambda: receiver  # noqa: E731 - not weak-referenceable: the signal holds it
-
-        def call_receiver(message: Message) -> Any:
-            live = ref()
-            return None if live is None else live(sender, message=message)
-
-        call_receiver.handler_ref = ref  # type: ignore[attr-defined]
-        return call_receiver, is_async_callable(receiver)
-
-    fn = receiver.fn
-    convert = receiver.convert
-    getters = tuple((name, _getter(name)) for name in receiver.inject)
+def _call_shaped(handler: Handler) -> Invoker:
+    """A closure that calls ``handler.fn`` as its parameters ask: ``fn(body)`` in the common
+    case, with no per-message introspection."""
+    fn = handler.fn
+    convert = handler.convert
+    getters = tuple((name, _getter(name)) for name in handler.inject)
     invoke: Invoker
-    if receiver.body_param is None:
+    if handler.body_param is None:
         if getters:
 
             def invoke(message: Message) -> Any:
@@ -193,8 +177,8 @@ def make_invoker(receiver: Any, sender: Any, run_in_thread: ThreadRunner) -> tup
             def invoke(message: Message) -> Any:
                 return fn()
 
-    elif not receiver.body_positional:
-        body_param = receiver.body_param
+    elif not handler.body_positional:
+        body_param = handler.body_param
         convert_body = convert or _identity
 
         def invoke(message: Message) -> Any:
@@ -217,11 +201,43 @@ def make_invoker(receiver: Any, sender: Any, run_in_thread: ThreadRunner) -> tup
         def invoke(message: Message) -> Any:
             return fn(message.body)
 
-    if receiver.threaded:
+    return invoke
+
+
+def make_invoker(
+    receiver: Any, sender: Any, run_in_thread: ThreadRunner, *, threaded: bool = False
+) -> tuple[Invoker, bool]:
+    """Build the callable dispatch uses for ``receiver``, and whether it returns an awaitable.
+
+    A :class:`Handler` is called as its parameters ask (in a worker thread if ``threaded``).
+    Anything else connected to the channel's signal is a blinker receiver and is called as
+    ``receiver(sender, message=message)``.
+    """
+    if not isinstance(receiver, Handler):
+        # The signal decides how long a receiver lives (weak by default, as in blinker), so
+        # hold it weakly here too; a dead one is skipped until the signal drops it.
+        try:
+            ref: Callable[[], Any]
+            if inspect.ismethod(receiver):
+                ref = weakref.WeakMethod(receiver)
+            else:
+                ref = weakref.ref(receiver)
+        except TypeError:
+            ref = lambda: receiver  # noqa: E731 - not weak-referenceable: the signal holds it
+
+        def call_receiver(message: Message) -> Any:
+            live = ref()
+            return None if live is None else live(sender, message=message)
+
+        call_receiver.handler_ref = ref  # type: ignore[attr-defined]
+        return call_receiver, is_async_callable(receiver)
+
+    invoke = receiver.invoke
+    if threaded:
         call = invoke
 
         def invoke(message: Message) -> Any:
             return run_in_thread(functools.partial(call, message))
 
-    invoke.handler = fn  # type: ignore[attr-defined]
-    return invoke, receiver.is_async or receiver.threaded
+    invoke.handler = receiver.fn  # type: ignore[attr-defined]
+    return invoke, receiver.is_async or threaded

@@ -20,9 +20,10 @@ from typing import IO, Any
 import click
 import zmq
 
-from .channel import SOCKET_TYPES, Endpoint
+from .channel import Endpoint
 from .codecs import Codec, get_codec
 from .message import parse_error_reply, split_envelope
+from .socket_types import SOCKET_TYPES, TYPE_NAMES
 
 #: Socket types ``zmqapp send`` and ``zmqapp listen`` offer.
 SEND_TYPES = ("PUSH", "PUB", "REQ", "DEALER", "PAIR")
@@ -81,7 +82,7 @@ def open_socket(
 def _type_name(kind: int) -> str:
     if kind == zmq.XPUB:
         return "PUB"  # send uses XPUB to see subscribers arrive; users asked for PUB
-    return next(name for name, value in SOCKET_TYPES.items() if value == kind)
+    return TYPE_NAMES[kind]
 
 
 def _where(endpoints: Sequence[Endpoint]) -> str:

@@ -32,6 +32,8 @@ class DaemonThreadPool(Executor):
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._shutdown = False
+        #: Names of the threads running a work item right now.
+        self._running: set[str] = set()
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         with self._lock:
@@ -54,12 +56,16 @@ class DaemonThreadPool(Executor):
                 return
             future, fn, args, kwargs = item
             if future.set_running_or_notify_cancel():
+                name = threading.current_thread().name
+                self._running.add(name)
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
                     future.set_exception(exc)
                 else:
                     future.set_result(result)
+                finally:
+                    self._running.discard(name)
             del item, future, fn, args, kwargs
             self._idle.release()
 
@@ -81,5 +87,6 @@ class DaemonThreadPool(Executor):
                 thread.join()
 
     def busy(self) -> list[str]:
-        """Names of threads still alive (for the shutdown log)."""
-        return [t.name for t in self._threads if t.is_alive()]
+        """Names of the threads still running a handler (for the stop's log); idle threads
+        waiting for work are not busy."""
+        return sorted(self._running)

@@ -1,15 +1,21 @@
 """Typed bodies: validate and convert a decoded body for a handler's annotated body parameter.
 
 A body parameter annotated with a dataclass, a ``TypedDict`` or a pydantic model gets an
-instance of it (a dict for a TypedDict), built from the decoded body (usually a JSON or
-msgpack object). A body that does not fit raises :class:`DecodeError`: it is a decode
-failure of the message, never a crash of the handler.
+instance of it (a dict for a TypedDict), built from the body (usually a JSON or msgpack
+object). A body that does not fit raises :class:`DecodeError`: it is a decode failure of the
+message, never a crash of the handler.
 
-With pydantic installed, validation is pydantic's (``TypeAdapter``, lax mode: ``"3"`` may
-become ``3``). Without it (or for a ``typing.TypedDict`` that pydantic refuses before Python
-3.12), zmqapp checks dataclasses and TypedDicts itself, strictly: builtin
-types, ``Optional``/unions, ``list[...]``, ``dict[...]``, ``tuple[...]``, ``Literal`` and
-nested dataclasses/TypedDicts; other annotations are accepted as they are.
+Validation is **strict**, with and without pydantic installed: a value must already have its
+field's type (``"3"`` is not an ``int``, ``1`` is not a ``bool``). The only conversions are
+the ones JSON needs: a whole number fits a ``float`` field, an array fits a ``tuple`` or
+``set`` field, and a string fits a ``bytes`` field (as UTF-8). Unknown object keys are
+ignored; nested dataclasses, TypedDicts, ``Optional``/unions, ``list``/``dict``/``tuple``/
+``set`` and ``Literal`` are checked all the way down.
+
+With pydantic installed (``zmqapp[typed]``), a JSON body is validated straight from its bytes
+by pydantic's strict JSON mode (one pass, no separate ``json.loads``); other codecs' bodies,
+and every body without pydantic, are checked by zmqapp's own checker below, which follows the
+same rules. A pydantic model always uses pydantic (strict mode).
 """
 
 from __future__ import annotations
@@ -34,18 +40,51 @@ def is_pydantic_model(tp: Any) -> bool:
     return isinstance(tp, type) and hasattr(tp, "model_validate") and hasattr(tp, "model_fields")
 
 
-def converter_for(annotation: Any) -> Converter | None:
+class TypedBody:
+    """Turns a body into an instance of a handler's body annotation, or raises DecodeError.
+
+    Call it with a decoded body (any codec). :attr:`from_json`, when not None, does the same
+    straight from a JSON frame's bytes, which the hot loop uses for JSON channels.
+    """
+
+    def __init__(
+        self,
+        annotation: Any,
+        convert: Converter,
+        from_json: Callable[[bytes], Any] | None,
+    ) -> None:
+        self.annotation = annotation
+        self.name: str = getattr(annotation, "__name__", repr(annotation))
+        self._convert = convert
+        #: Validate a JSON document's bytes directly (pydantic installed), else None.
+        self.from_json = from_json
+
+    def __call__(self, body: Any) -> Any:
+        return self._convert(body)
+
+    def __repr__(self) -> str:
+        return f"<TypedBody {self.name}>"
+
+
+def converter_for(annotation: Any) -> TypedBody | None:
     """The converter for a body annotation, or None if the annotation asks for no conversion."""
     is_dataclass = isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
-    if not (is_dataclass or is_typed_dict(annotation) or is_pydantic_model(annotation)):
+    is_model = is_pydantic_model(annotation)
+    if not (is_dataclass or is_typed_dict(annotation) or is_model):
         return None
     adapter = _pydantic_adapter(annotation)
-    if adapter is not None:
-        return adapter
-    return functools.partial(_convert_checked, annotation)
+    checked = functools.partial(_convert_checked, annotation)
+    if adapter is None:
+        return TypedBody(annotation, checked, None)
+    from_python, from_json = adapter
+    return TypedBody(annotation, from_python if is_model else checked, from_json)
 
 
-def _pydantic_adapter(annotation: Any) -> Converter | None:
+def _pydantic_adapter(
+    annotation: Any,
+) -> tuple[Converter, Callable[[bytes], Any]] | None:
+    """(validate a Python object, validate JSON bytes), both strict, or None without pydantic
+    (or for a ``typing.TypedDict`` that pydantic refuses before Python 3.12)."""
     try:
         import pydantic
     except ImportError:
@@ -53,19 +92,32 @@ def _pydantic_adapter(annotation: Any) -> Converter | None:
     try:
         adapter = pydantic.TypeAdapter(annotation)
     except pydantic.PydanticUserError:
-        return None  # e.g. typing.TypedDict before Python 3.12: zmqapp's own checks apply
+        return None
     name = getattr(annotation, "__name__", repr(annotation))
+    error_class = pydantic.ValidationError
 
-    def validate(body: Any) -> Any:
+    def problem(exc: pydantic.ValidationError) -> DecodeError:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return DecodeError(f"the body does not fit {name}: {problems}")
+
+    validate_python = adapter.validate_python
+    validate_json = adapter.validate_json
+
+    def from_python(body: Any) -> Any:
         try:
-            return adapter.validate_python(body)
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
-            )
-            raise DecodeError(f"the body does not fit {name}: {problems}") from None
+            return validate_python(body, strict=True)
+        except error_class as exc:
+            raise problem(exc) from None
 
-    return validate
+    def from_json(data: bytes) -> Any:
+        try:
+            return validate_json(data, strict=True)
+        except error_class as exc:
+            raise problem(exc) from None
+
+    return from_python, from_json
 
 
 def _convert_checked(annotation: Any, body: Any) -> Any:
@@ -139,6 +191,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Mismatch(f"{path}: expected an integer, got {type(value).__name__}")
         return value
+    if tp is bytes and isinstance(value, str):
+        return value.encode("utf-8")  # JSON has no bytes: a string stands for them
     if isinstance(tp, type) and tp in (str, bytes, bool):
         if not isinstance(value, tp):
             raise _Mismatch(f"{path}: expected {tp.__name__}, got {type(value).__name__}")

@@ -7,10 +7,8 @@ sentence that says how to fix them, not when the first message arrives.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableSet
 from typing import Any, NamedTuple
-from weakref import ref as _weakref
 
 import zmq
 from blinker import Signal
@@ -19,31 +17,7 @@ from . import security
 from ._handlers import Handler
 from .codecs import Codec, RawCodec, Utf8Codec, get_codec
 from .errors import SetupError
-
-#: The socket types a channel may be, by name.
-SOCKET_TYPES: dict[str, int] = {
-    name: int(getattr(zmq, name))
-    for name in (
-        "PAIR", "PUB", "SUB", "REQ", "REP", "DEALER", "ROUTER", "PULL", "PUSH", "XPUB", "XSUB",
-    )
-}  # fmt: skip
-TYPE_NAMES: dict[int, str] = {v: k for k, v in SOCKET_TYPES.items()}
-
-#: Types that receive messages, so their handlers get called.
-RECEIVING = frozenset(SOCKET_TYPES[n] for n in ("PULL", "SUB", "XSUB", "XPUB", "REQ", "REP",
-                                                "DEALER", "ROUTER", "PAIR"))  # fmt: skip
-#: Types whose handlers' return values are replies rather than forwarded messages.
-REPLYING = frozenset((zmq.REP, zmq.ROUTER))
-#: Types a ``send_to`` target may be: they send without an identity or a request to answer.
-FORWARDABLE = frozenset((zmq.PUSH, zmq.PUB, zmq.XPUB, zmq.DEALER, zmq.REQ, zmq.PAIR))
-#: Types ``app.send`` works on.
-SENDING = FORWARDABLE | {zmq.ROUTER, zmq.XSUB}
-#: Types whose traffic only flows in: at a stop they can unbind (peers then send elsewhere)
-#: without losing anything, as what is queued stays readable. Two-way types keep their
-#: connections, or replies to requests already read could not reach their clients.
-INBOUND_ONLY = frozenset((zmq.PULL, zmq.SUB, zmq.XSUB))
-#: Types that carry topics.
-TOPICAL = frozenset((zmq.SUB, zmq.XSUB))
+from .socket_types import KINDS, SocketKind, socket_type
 
 
 class Endpoint(NamedTuple):
@@ -90,18 +64,6 @@ def parse_endpoints(spec: str | Iterable[str], bind: bool | None) -> list[Endpoi
     return endpoints
 
 
-def socket_type(value: int | str) -> int:
-    """A socket type from a zmq constant or a name in any case."""
-    if isinstance(value, str):
-        found = SOCKET_TYPES.get(value.strip().upper())
-    else:
-        found = int(value) if int(value) in TYPE_NAMES else None
-    if found is None:
-        names = ", ".join(SOCKET_TYPES)
-        raise SetupError(f"{value!r} is not a socket type zmqapp knows; use one of {names}")
-    return found
-
-
 def socket_option(key: int | str) -> int:
     """A socket option from a zmq constant or its name (``"sndhwm"``, ``"SNDHWM"``)."""
     if isinstance(key, str):
@@ -128,49 +90,53 @@ def _topics(value: Any) -> list[bytes]:
     return topics
 
 
-class ChannelSignal(Signal):
-    """A blinker signal whose receivers are a channel's handlers plus anything connected later.
+class _OrderedSet(MutableSet[Any]):
+    """A set that iterates in insertion order (blinker's documented ``set_class`` hook)."""
 
-    Connecting or disconnecting tells the channel, which rebuilds the tuple the hot loop
-    iterates, so dispatch never walks blinker's bookkeeping per message.
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        self._items: dict[Any, None] = dict.fromkeys(items)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, value: Any) -> None:
+        self._items[value] = None
+
+    def discard(self, value: Any) -> None:
+        self._items.pop(value, None)
+
+    def copy(self) -> _OrderedSet:
+        return _OrderedSet(self._items)
+
+
+class ChannelSignal(Signal):
+    """A channel's blinker signal: its handlers are receivers, and anything connected later
+    receives the channel's messages too, in the order they were connected.
+
+    The running app listens to blinker's ``receiver_connected`` and ``receiver_disconnected``
+    to rebuild the tuple the hot loop calls, so dispatch never walks blinker's bookkeeping
+    per message.
     """
 
-    def __init__(self, channel: Channel) -> None:
-        super().__init__(f"channel {channel.name!r}")
-        self._channel = _weakref(channel)
-
-    def _changed(self) -> None:
-        channel = self._channel()
-        if channel is not None:
-            channel.receivers_changed()
-
-    def connect(self, receiver: Any, sender: Any = Signal.ANY, weak: bool = True) -> Any:
-        result = super().connect(receiver, sender, weak)
-        self._changed()
-        return result
-
-    def _disconnect(self, receiver_id: Any, sender_id: Any) -> None:
-        super()._disconnect(receiver_id, sender_id)
-        self._changed()
-
-    def ordered_receivers(self, sender: Any) -> list[Any]:
-        """The live receivers for ``sender``, in the order they were first connected."""
-        live = {_receiver_id(r): r for r in self.receivers_for(sender)}
-        return [live[rid] for rid in self.receivers if rid in live]
-
-
-def _receiver_id(obj: Any) -> Any:
-    """The key blinker files a receiver under in ``Signal.receivers``."""
-    if inspect.ismethod(obj):
-        return id(obj.__func__), id(obj.__self__)
-    return id(obj)
+    set_class = _OrderedSet  # type: ignore[assignment]  # blinker accepts any set-like class
 
 
 class ChannelStats:
-    """Counters of one channel, kept across runs of the app."""
+    """Counters of one channel, kept across runs of the app.
+
+    The hot loop adds to ``received`` and ``handled`` once per batch of messages, not per
+    message: read from a handler, they may lag behind by the current batch.
+    """
 
     __slots__ = (
-        "decode_failed", "dropped", "failed", "handled", "handshake_failed", "received", "sent",
+        "decode_failed", "dropped", "failed", "handled", "handshake_failed", "received",
+        "refused", "sent",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -181,12 +147,30 @@ class ChannelStats:
         self.decode_failed = 0
         self.sent = 0
         self.dropped = 0
+        self.refused = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
 
     def __repr__(self) -> str:
         return f"<ChannelStats {self.as_dict()}>"
+
+
+def _number(name: str, option: str, value: Any, *, integer: bool, minimum: float) -> Any:
+    """``value`` if it is a number of the right kind and at least ``minimum``, else an error."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        what = "a whole number" if integer else "a number"
+        raise SetupError(
+            f"channel {name!r}: {option} must be {what} of at least {minimum:g}, not {value!r}"
+        )
+    return value
+
+
+def _flag(name: str, option: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SetupError(f"channel {name!r}: {option} must be True or False, not {value!r}")
+    return value
 
 
 class Channel:
@@ -199,7 +183,7 @@ class Channel:
     #: Option names a channel accepts, beyond ``endpoint`` and ``type``.
     option_names = frozenset({
         "endpoint", "type", "bind", "subscribe", "codec", "send_to", "concurrency",
-        "threaded", "options", "maxmsgsize", "timeout", "retries", "monitor",
+        "threaded", "options", "maxmsgsize", "maxframes", "timeout", "retries", "monitor",
         "curve_secret_key", "curve_server_key", "authorized_keys", "allow", "deny",
     })  # fmt: skip
 
@@ -212,14 +196,13 @@ class Channel:
         #: The functions attached as handlers, in registration order.
         self.handlers: list[Handler] = []
         #: The channel's signal: its handlers are receivers; connect more at any time.
-        self.signal = ChannelSignal(self)
+        self.signal = ChannelSignal(f"channel {name!r}")
         #: Counters of received, handled, failed, decode-failed, sent and dropped messages.
         self.stats = ChannelStats()
         #: The addresses actually bound while running (wildcard ports resolved).
         self.bound: list[str] = []
         #: The socket while the app runs, else None.
         self.socket: zmq.Socket[bytes] | None = None
-        self._on_receivers_changed: Callable[[], None] | None = None
         self.configure({})
 
     # -- options -------------------------------------------------------------------------------
@@ -238,6 +221,7 @@ class Channel:
             raise
 
     def _configure(self, overrides: Mapping[str, Any]) -> None:
+        name = self.name
         options = dict(self.declared)
         for key, value in overrides.items():
             options[str(key).lower()] = value
@@ -245,28 +229,28 @@ class Channel:
         if unknown:
             known = ", ".join(sorted(self.option_names))
             raise SetupError(
-                f"channel {self.name!r} has no option {unknown[0]!r}; channel options are {known}"
+                f"channel {name!r} has no option {unknown[0]!r}; channel options are {known}"
             )
         if options.get("type") is None:
             raise SetupError(
-                f"channel {self.name!r} needs a socket type, e.g. type=zmq.PULL or type='pull'"
+                f"channel {name!r} needs a socket type, e.g. type=zmq.PULL or type='pull'"
             )
         self.socket_type = socket_type(options["type"])
-        self.type_name = TYPE_NAMES[self.socket_type]
+        #: The facts about this channel's socket type.
+        self.kind: SocketKind = KINDS[self.socket_type]
+        self.type_name = self.kind.name
 
         bind = options.get("bind")
-        if bind is not None and not isinstance(bind, bool):
-            raise SetupError(f"channel {self.name!r}: bind must be True or False, not {bind!r}")
-        self.bind: bool | None = bind
+        self.bind: bool | None = None if bind is None else _flag(name, "bind", bind)
         endpoint = options.get("endpoint")
         self.endpoints: list[Endpoint] = (
             [] if endpoint in (None, "", []) else parse_endpoints(endpoint, bind)
         )
 
         subscribe = options.get("subscribe")
-        if subscribe is not None and self.socket_type not in TOPICAL:
+        if subscribe is not None and not self.kind.topical:
             raise SetupError(
-                f"channel {self.name!r} is a {self.type_name} socket; only SUB and XSUB "
+                f"channel {name!r} is a {self.type_name} socket; only SUB and XSUB "
                 "channels take subscribe=, so remove it or change the type"
             )
         if subscribe is None:
@@ -279,38 +263,45 @@ class Channel:
         send_to = options.get("send_to")
         if send_to is not None:
             if not isinstance(send_to, str):
-                raise SetupError(f"channel {self.name!r}: send_to must be a channel name")
-            if self.socket_type in REPLYING:
+                raise SetupError(f"channel {name!r}: send_to must be a channel name")
+            if self.kind.replies:
                 raise SetupError(
-                    f"channel {self.name!r} is a {self.type_name} socket, whose handlers' "
+                    f"channel {name!r} is a {self.type_name} socket, whose handlers' "
                     "return values are replies; remove send_to and call app.send() in the "
                     "handler to forward as well"
                 )
-            if send_to == self.name:
-                raise SetupError(f"channel {self.name!r} cannot send_to itself")
+            if send_to == name:
+                raise SetupError(f"channel {name!r} cannot send_to itself")
         self.send_to: str | None = send_to
 
-        concurrency = options.get("concurrency", 1)
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise SetupError(
-                f"channel {self.name!r}: concurrency must be a whole number of at least 1, "
-                f"not {concurrency!r}"
-            )
+        concurrency = _number(
+            name, "concurrency", options.get("concurrency", 1), integer=True, minimum=1
+        )
         if concurrency > 1 and self.socket_type == zmq.REP:
             raise SetupError(
-                f"channel {self.name!r} is a REP socket, which answers one request at a time; "
+                f"channel {name!r} is a REP socket, which answers one request at a time; "
                 "use type='ROUTER' to serve requests concurrently"
             )
         self.concurrency: int = concurrency
-        self.threaded = bool(options.get("threaded", False))
+        self.threaded: bool = _flag(name, "threaded", options.get("threaded", False))
 
-        self.options: dict[int, Any] = {
-            socket_option(k): v for k, v in dict(options.get("options") or {}).items()
-        }
-        self.maxmsgsize: int | None = options.get("maxmsgsize")
-        self.timeout: float | None = options.get("timeout")
-        self.retries: int = int(options.get("retries") or 0)
-        self.monitor: bool = bool(options.get("monitor", False))
+        raw_options = options.get("options") or {}
+        if not isinstance(raw_options, Mapping):
+            raise SetupError(
+                f"channel {name!r}: options must be a dict of socket options, such as "
+                "{'sndhwm': 10}"
+            )
+        self.options: dict[int, Any] = {socket_option(k): v for k, v in raw_options.items()}
+        self.maxmsgsize: int | None = _optional(name, "maxmsgsize", options, minimum=-1)
+        self.maxframes: int | None = _optional(name, "maxframes", options, minimum=1)
+        timeout = options.get("timeout")
+        self.timeout: float | None = None
+        if timeout is not None:
+            self.timeout = _number(name, "timeout", timeout, integer=False, minimum=0)
+        self.retries: int = _number(
+            name, "retries", options.get("retries") or 0, integer=True, minimum=0
+        )
+        self.monitor: bool = _flag(name, "monitor", options.get("monitor", False))
         self.security: dict[str, Any] = {
             k: options[k]
             for k in ("curve_secret_key", "curve_server_key", "authorized_keys", "allow", "deny")
@@ -323,14 +314,15 @@ class Channel:
     @property
     def receives(self) -> bool:
         """True if the socket type can receive messages."""
-        return self.socket_type in RECEIVING
+        return self.kind.receives
 
     @property
     def replies(self) -> bool:
         """True if handlers' return values are replies (REP and ROUTER)."""
-        return self.socket_type in REPLYING
+        return self.kind.replies
 
     def check_handler(self, handler: Handler) -> None:
+        """Raise :class:`SetupError` if ``handler`` cannot serve this channel as configured."""
         if not self.receives:
             raise SetupError(
                 f"channel {self.name!r} is a {self.type_name} socket, which only sends, so "
@@ -346,26 +338,38 @@ class Channel:
                 f"{'bytes' if isinstance(self.codec, RawCodec) else 'str'}; give the channel "
                 "codec='json' or codec='msgpack'"
             )
-        if handler.threaded or self.threaded:
-            handler.threaded = not handler.is_async
+        if self.threaded and handler.is_async:
+            raise SetupError(
+                f"channel {self.name!r} runs its handlers in threads (threaded=True), but "
+                f"handler {handler.name} is a coroutine function; coroutines already run "
+                "concurrently, so drop threaded=True or make the handler a plain function"
+            )
+
+    def runs_in_thread(self, handler: Handler) -> bool:
+        """True if ``handler`` runs in the thread pool (its own or the channel's setting)."""
+        return handler.threaded or (self.threaded and not handler.is_async)
 
     # -- handlers and receivers ----------------------------------------------------------------
 
     def add_handler(self, fn: Callable[..., Any], *, threaded: bool = False) -> Handler:
-        handler = Handler(fn, threaded=threaded or self.threaded)
+        """Check ``fn`` against the channel and attach it as one more handler."""
+        handler = Handler(fn, threaded=threaded)
         self.check_handler(handler)
         self.handlers.append(handler)
         self.signal.connect(handler, weak=False)
         return handler
 
-    def receivers_changed(self) -> None:
-        if self._on_receivers_changed is not None:
-            self._on_receivers_changed()
-
     def receivers(self, sender: Any) -> list[Any]:
         """Handlers and other receivers of this channel's messages, in connection order."""
-        return self.signal.ordered_receivers(sender)
+        return list(self.signal.receivers_for(sender))
 
     def __repr__(self) -> str:
         where = ", ".join(map(str, self.endpoints)) or "no endpoint"
         return f"<Channel {self.name!r} {self.type_name} {where}>"
+
+
+def _optional(name: str, option: str, options: Mapping[str, Any], minimum: int) -> int | None:
+    value = options.get(option)
+    if value is None:
+        return None
+    return int(_number(name, option, value, integer=True, minimum=minimum))

@@ -88,6 +88,15 @@ class Message:
 # -- decoding ----------------------------------------------------------------------------------
 
 
+def body_error(codec: Codec, exc: Exception) -> DecodeError:
+    """The :class:`DecodeError` for ``codec`` failing on a body with ``exc``."""
+    if isinstance(exc, DecodeError):
+        return exc
+    error = DecodeError(f"{type(codec).__name__} could not decode the body: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 def body_decoder(codec: Codec) -> Callable[[Sequence[bytes]], Any]:
     """Return a function from body frames to the body, for ``codec``."""
     if codec is RAW:
@@ -105,7 +114,7 @@ def body_decoder(codec: Codec) -> Callable[[Sequence[bytes]], Any]:
                 return decode(frames[0])
             return Multipart(decode(f) for f in frames)
         except Exception as exc:
-            raise DecodeError(f"{type(codec).__name__} could not decode the body: {exc}") from exc
+            raise body_error(codec, exc) from None
 
     return decoded_body
 
@@ -196,6 +205,19 @@ def frames_for(
         else:
             frames[:0] = list(envelope)
     return frames
+
+
+def show_bytes(data: bytes, limit: int = 48) -> str:
+    """``data`` for a log line: text if it is printable UTF-8, else escaped; at most
+    ``limit`` characters, with the full length when cut."""
+    try:
+        text = bytes(data).decode("utf-8")
+        shown = repr(text) if text.isprintable() else repr(bytes(data))
+    except UnicodeDecodeError:
+        shown = repr(bytes(data))
+    if len(shown) > limit:
+        shown = f"{shown[: limit - 3]}... ({len(data)} bytes)"
+    return shown
 
 
 # -- error replies -----------------------------------------------------------------------------

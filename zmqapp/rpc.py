@@ -15,7 +15,7 @@ from .errors import NotRunning, Timeout
 from .message import Frames
 
 if TYPE_CHECKING:
-    from .loop import Pump
+    from .pump import Pump
 
 
 class _Expired(Exception):

@@ -13,7 +13,8 @@ Options (settable from config like any other, so keys never live in code):
     ``(public_key: str) -> bool`` (may be async). Without it, any client that completes the
     CURVE handshake is admitted: encrypted, but not authenticated (zmqapp warns).
 ``allow`` / ``deny``
-    Server side: lists of client IP addresses (with or without CURVE).
+    Server side: lists of client IP addresses or networks in CIDR form (with or without
+    CURVE). A host name is refused at registration: it would match nothing.
 
 How it is enforced: one ZAP authenticator per app (pyzmq's asyncio authenticator, on the
 app's loop) starts before any socket binds. Each protected channel has its own ZAP domain
@@ -24,6 +25,7 @@ cannot open another.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -101,11 +103,45 @@ def check_options(channel: Channel) -> None:
         )
 
 
-def _addresses(channel: Channel, key: str, value: Any) -> list[str]:
-    items = [value] if isinstance(value, str) else list(value)
-    if not all(isinstance(item, str) for item in items):
-        raise SetupError(f"channel {channel.name!r}: {key} must be a list of IP addresses")
-    return items
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _addresses(channel: Channel, key: str, value: Any) -> list[Network]:
+    """``allow``/``deny`` as IP networks: each item an address (``10.0.0.5``, ``::1``) or a
+    network in CIDR form (``10.0.0.0/8``). Anything else, a host name in particular, would
+    match nothing and so fail open: it is a registration error."""
+    items = (
+        [value] if isinstance(value, (str, ipaddress.IPv4Network, ipaddress.IPv6Network)) else value
+    )
+    try:
+        items = list(items)
+    except TypeError:
+        items = [items]
+    networks: list[Network] = []
+    for item in items:
+        if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            networks.append(item)
+            continue
+        try:
+            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise SetupError(
+                f"channel {channel.name!r}: {key} entry {item!r} is not an IP address or "
+                "network; ZeroMQ reports clients by address, never by name, so give addresses "
+                "such as '10.0.0.5' or networks such as '10.0.0.0/8' (resolve host names "
+                "yourself if you must)"
+            ) from None
+    return networks
+
+
+def _matches(address: str, networks: Iterable[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
 
 
 def _z85_key(channel: Channel, option: str, spec: Any) -> bytes | None:
@@ -239,7 +275,7 @@ class Authenticator(AsyncioAuthenticator):
         super().__init__(context, log=logging.getLogger("zmqapp.zap"))
         self.app = app
         self.channels: dict[str, Channel] = {}
-        self.ip_rules: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self.ip_rules: dict[str, tuple[list[Network], list[Network]]] = {}
         self._address = ""
 
     def start(self) -> None:
@@ -255,10 +291,7 @@ class Authenticator(AsyncioAuthenticator):
         domain = domain_of(channel)
         self.channels[domain] = channel
         security = channel.security
-        self.ip_rules[domain] = (
-            frozenset(security.get("allow", ())),
-            frozenset(security.get("deny", ())),
-        )
+        self.ip_rules[domain] = (list(security.get("allow", ())), list(security.get("deny", ())))
         if not is_server(channel):
             return
         keys = security.get("authorized_keys")
@@ -296,8 +329,8 @@ class Authenticator(AsyncioAuthenticator):
         if len(msg) >= 6:
             domain = msg[2].decode(self.encoding, "replace")
             self._address = address = msg[3].decode(self.encoding, "replace")
-            allow, deny = self.ip_rules.get(domain, (frozenset(), frozenset()))
-            if (allow and address not in allow) or address in deny:
+            allow, deny = self.ip_rules.get(domain, ([], []))
+            if (allow and not _matches(address, allow)) or _matches(address, deny):
                 reason = "address not allowed" if allow else "address denied"
                 self.refused(domain, address, reason)
                 self._send_zap_reply(msg[1], b"400", reason.encode())
@@ -337,22 +370,10 @@ def authenticator_for(
     return auth
 
 
-def recv_with_user_id(sock: zmq.Socket[Any]) -> Callable[[int], list[bytes]]:
-    """A ``recv_multipart`` that also reads the authenticated ``User-Id`` (a CURVE server's
-    peer key), returned as the frame list's ``user_id`` attribute."""
-
-    def recv(flags: int) -> list[bytes]:
-        parts = sock.recv_multipart(flags, copy=False)
-        frames = _Frames(part.bytes for part in parts)
-        try:
-            frames.user_id = str(parts[0].get("User-Id"))
-        except zmq.ZMQError:
-            frames.user_id = None
-        return frames
-
-    return recv
-
-
-class _Frames(list):  # type: ignore[type-arg]
-    __slots__ = ("user_id",)
-    user_id: str | None
+def user_id_of(frame: zmq.Frame) -> str | None:
+    """The authenticated ``User-Id`` of a message's first frame: on a CURVE server, the Z85
+    public key of the client that sent it."""
+    try:
+        return str(frame.get("User-Id"))
+    except zmq.ZMQError:
+        return None

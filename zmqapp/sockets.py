@@ -3,13 +3,14 @@ connected ZeroMQ socket, and closing it again."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
 
 from . import security
-from .channel import INBOUND_ONLY, Channel
+from .channel import Channel
 from .errors import SetupError
 
 #: Config keys applied to every socket unless the channel's own ``options`` set them.
@@ -121,18 +122,40 @@ _BYTES_OPTIONS = frozenset(
 )  # fmt: skip
 
 
-def close_door(sock: zmq.Socket[Any], channel: Channel) -> None:
-    """At a stop, unbind the bound endpoints of a channel whose traffic only flows in (PULL,
-    SUB, XSUB), so peers send elsewhere; what is queued stays readable.
+class RunContext(zmq.Context):  # type: ignore[type-arg]
+    """The ZeroMQ context of one run, which remembers the sockets made on it.
 
-    Connected endpoints are left alone and drained instead (a disconnect would drop what is
-    queued), and two-way channels keep their connections: an unbind drops the clients'
-    connections, and replies to requests already read could not reach them.
+    At the end of a run the app terminates its own context, and ``term()`` waits for every
+    socket made on it to be closed, the ones user code made on ``app.context`` too. Knowing
+    them lets the stop close a socket that was left open, instead of hanging forever.
     """
-    if channel.socket_type not in INBOUND_ONLY:
-        return
-    for address in channel.bound:
+
+    #: Every socket made on this context (held weakly). Declared here: pyzmq contexts take
+    #: undeclared attributes for ZeroMQ options.
+    opened: weakref.WeakSet[zmq.Socket[Any]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = weakref.WeakSet()
+
+    def socket(self, socket_type: int, *args: Any, **kwargs: Any) -> Any:
+        sock = super().socket(socket_type, *args, **kwargs)
+        self.opened.add(sock)
+        return sock
+
+    def open_sockets(self) -> list[zmq.Socket[Any]]:
+        """Sockets made on this context and not closed yet."""
+        return [sock for sock in list(self.opened) if not sock.closed]
+
+
+def unsubscribe_all(sock: zmq.Socket[Any], channel: Channel) -> None:
+    """At a stop, take back a SUB or XSUB channel's subscriptions, so its publishers stop
+    sending to it while it reads what they already sent."""
+    for topic in channel.subscribe:
         try:
-            sock.unbind(address)
+            if channel.socket_type == zmq.SUB:
+                sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+            else:
+                sock.send(b"\x00" + topic, zmq.NOBLOCK)
         except zmq.ZMQError:
             pass

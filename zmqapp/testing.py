@@ -55,9 +55,12 @@ class AppThread:
     thread, re-raising anything the app raised.
     """
 
-    def __init__(self, app: App, timeout: float = 10.0) -> None:
+    def __init__(
+        self, app: App, timeout: float = 10.0, *, context: zmq.Context[Any] | None = None
+    ) -> None:
         self.app = app
         self.timeout = timeout
+        self.context = context
         self.error: BaseException | None = None
         self._started = threading.Event()
         self._stopped = threading.Event()
@@ -65,7 +68,7 @@ class AppThread:
 
     def _run(self) -> None:
         try:
-            self.app.run(install_signal_handlers=False)
+            self.app.run(install_signal_handlers=False, context=self.context)
         except BaseException as exc:
             self.error = exc
         finally:
@@ -112,21 +115,6 @@ class AppThread:
         return self._stopped.is_set()
 
 
-#: The socket a test client uses to talk to each type of channel.
-PEER_TYPES: dict[int, int] = {
-    zmq.PULL: zmq.PUSH,
-    zmq.PUSH: zmq.PULL,
-    zmq.PUB: zmq.SUB,
-    zmq.SUB: zmq.XPUB,  # an XPUB sees the channel's subscriptions arrive, so nothing is lost
-    zmq.XPUB: zmq.XSUB,
-    zmq.XSUB: zmq.XPUB,
-    zmq.REQ: zmq.ROUTER,
-    zmq.REP: zmq.DEALER,
-    zmq.ROUTER: zmq.DEALER,
-    zmq.DEALER: zmq.DEALER,
-    zmq.PAIR: zmq.PAIR,
-}
-
 #: Options the test client drops: over inproc there is no network to secure.
 _NETWORK_ONLY = ("curve_secret_key", "curve_server_key", "authorized_keys", "allow", "deny")
 
@@ -165,7 +153,8 @@ class TestClient:
         self._requests: dict[str, list[Frames]] = {}  # REQ channels: envelopes to answer
         self._subscribed: set[str] = set()
         self._thread: AppThread | None = None
-        self._saved: tuple[Any, Any] | None = None
+        self._saved: Any = None
+        self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -174,7 +163,7 @@ class TestClient:
         if app.running:
             raise RuntimeError(f"app {app.name!r} is already running")
         self.context = zmq.Context()
-        self._saved = (app._context, app.config.get("CHANNELS"))
+        self._saved = app.config.get("CHANNELS")
         overrides = copy.deepcopy(app.config.get("CHANNELS") or {})
         prefix = f"inproc://zmqapp-test-{uuid.uuid4().hex}"
         for name, channel in app.channels.items():
@@ -185,19 +174,20 @@ class TestClient:
                 options[key] = None
             # Peers connect before the app binds (inproc allows it), so that nothing the app
             # sends while it starts, even on a PUB, is missed.
-            peer = self.context.socket(PEER_TYPES[channel.socket_type])
+            peer = self.context.socket(channel.kind.test_peer)
             peer.setsockopt(zmq.LINGER, 0)
+            # A send the app is not taking fails after the client's timeout, never hangs.
+            peer.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
             if channel.socket_type == zmq.PUB:
                 peer.setsockopt(zmq.SUBSCRIBE, b"")
             peer.connect(f"{prefix}-{name}")
             self.peers[name] = peer
             self._sent[name] = []
-        app._context = self.context
         app.config["CHANNELS"] = overrides
         handler_failed.connect(self._record_error, sender=app)
         decode_failed.connect(self._record_error, sender=app)
         try:
-            self._thread = AppThread(app, timeout=self.timeout).start()
+            self._thread = AppThread(app, timeout=self.timeout, context=self.context).start()
         except BaseException:
             self._restore()
             raise
@@ -212,16 +202,16 @@ class TestClient:
             self._restore()
 
     def _restore(self) -> None:
+        self._closed = True
         handler_failed.disconnect(self._record_error, sender=self.app)
         decode_failed.disconnect(self._record_error, sender=self.app)
-        if self._saved is not None:
-            self.app._context, channels = self._saved
-            self.app.config["CHANNELS"] = channels if channels is not None else {}
-            self._saved = None
+        channels, self._saved = self._saved, None
+        self.app.config["CHANNELS"] = channels if channels is not None else {}
         for peer in self.peers.values():
             peer.close(linger=0)
         if self.context is not None:
-            self.context.term()
+            # Every socket is closed by now (the app's run closed its own): nothing lingers.
+            self.context.destroy(linger=0)
             self.context = None
 
     def _record_error(self, sender: Any, exception: BaseException, **kwargs: Any) -> None:
@@ -248,6 +238,12 @@ class TestClient:
         oldest request the app has sent.
         """
         chan, peer = self._channel(channel)
+        if not chan.receives:
+            raise TypeError(
+                f"channel {channel!r} is a {chan.type_name} socket, which only sends, so the "
+                f"app never reads what is sent to it; read what it sent with "
+                f"client.sent({channel!r})"
+            )
         payload = self._frames(chan, body, topic, frames)
         if chan.socket_type in (zmq.REP, zmq.ROUTER):
             payload = [b"", *payload]
@@ -260,7 +256,7 @@ class TestClient:
                 raise AssertionError(f"channel {channel!r} has sent no request to answer")
             payload = [*pending.pop(0), *payload]
         before = (chan.stats.received, len(self.errors))
-        peer.send_multipart(payload)
+        self._deliver(chan, peer, payload)
         if chan.socket_type in (zmq.SUB, zmq.XSUB) and not any(
             payload[0].startswith(topic) for topic in chan.subscribe
         ):
@@ -291,7 +287,7 @@ class TestClient:
             )
         self._collect()
         errors_before = len(self.errors)
-        peer.send_multipart([b"", *self._frames(chan, body, None, frames)])
+        self._deliver(chan, peer, [b"", *self._frames(chan, body, None, frames)])
         if not peer.poll(int((timeout or self.timeout) * 1000)):
             self._raise_new(errors_before)
             raise Timeout(f"channel {channel!r} sent no reply within {timeout or self.timeout} s")
@@ -310,13 +306,13 @@ class TestClient:
         :meth:`send`; on a REQ channel, the requests. Use :meth:`sent_frames` for the raw
         frames (topics, envelopes), :meth:`clear` to forget them.
         """
-        chan, _ = self._channel(channel)
+        chan, _ = self._channel(channel, live=False)
         self._collect()
         return [self._decode(chan, frames)[0] for frames in self._sent[channel]]
 
     def sent_frames(self, channel: str) -> list[Frames]:
         """The raw frames of each message the app sent on ``channel``."""
-        self._channel(channel)
+        self._channel(channel, live=False)
         self._collect()
         return [list(frames) for frames in self._sent[channel]]
 
@@ -328,11 +324,25 @@ class TestClient:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _channel(self, name: str) -> tuple[Channel, zmq.Socket[Any]]:
+    def _channel(self, name: str, live: bool = True) -> tuple[Channel, zmq.Socket[Any]]:
         channel = self.app.get_channel(name)
+        if self._closed and live:
+            raise RuntimeError(
+                "this test client's with block has ended and the app has stopped; send and "
+                "request inside the block (what was sent stays readable with client.sent())"
+            )
         if name not in self.peers:
             raise RuntimeError("use the test client in a with block: with app.test_client() as c")
         return channel, self.peers[name]
+
+    def _deliver(self, channel: Channel, peer: zmq.Socket[Any], frames: Frames) -> None:
+        try:
+            peer.send_multipart(frames)
+        except zmq.Again:
+            raise Timeout(
+                f"channel {channel.name!r} did not take the message within {self.timeout} s: "
+                "it is not reading (stopped, or held back by its concurrency limit)"
+            ) from None
 
     @staticmethod
     def _frames(channel: Channel, body: Any, topic: Any, frames: list[bytes] | None) -> Frames:
@@ -384,7 +394,8 @@ class TestClient:
 
     def _wait_done(self, channel: Channel, received_before: int) -> None:
         """Until the channel has read past ``received_before`` and has nothing in flight."""
-        pump = self.app._pumps.get(channel.name)
+        runtime = self.app.runtime
+        pump = runtime.pumps.get(channel.name) if runtime is not None else None
 
         def done() -> bool:
             return channel.stats.received > received_before and (

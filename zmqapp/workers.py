@@ -44,9 +44,10 @@ from typing import Any
 import zmq
 
 from .app import App
-from .channel import INBOUND_ONLY, Channel, Endpoint
+from .channel import Channel, Endpoint
 from .errors import SetupError
 from .signals import app_started
+from .socket_types import INBOUND_ONLY
 from .sockets import set_option, socket_options
 
 log = logging.getLogger("zmqapp.workers")

@@ -2,8 +2,13 @@
 
 Why not ``ZMQStream`` or ``zmq.asyncio``: both read one message per event-loop wakeup, which
 caps them near 70k small messages/s on a 2-core machine. A pump owns its socket's file
-descriptor on the asyncio loop and, per wakeup, reads up to ``BATCH_SIZE`` messages with
-non-blocking ``recv_multipart`` calls, then yields, so a busy channel cannot starve the others.
+descriptor on the asyncio loop and, per wakeup, reads up to ``BATCH_SIZE`` messages, then
+yields, so a busy channel cannot starve the others.
+
+Reading: a message is read frame by frame with ``recv(NOBLOCK, copy=False)``, whose frame
+says whether more frames follow. ``recv_multipart`` asks ``getsockopt(RCVMORE)`` after every
+frame instead, which costs more than the read itself. ZeroMQ delivers a message whole, so
+once its first frame is readable the rest are too.
 
 The subtle part is ZeroMQ's file descriptor (``ZMQ_FD``). It is *edge-triggered* and says only
 "the socket's state may have changed": it becomes readable when commands reach the socket, and
@@ -18,6 +23,8 @@ socket swallowed the edge that announced it. The rules that keep every wakeup:
    coalesced, so a burst of sends costs one.
 3. A pump that stops reading for a while (concurrency reached, downstream queue full)
    schedules a check when it resumes, because the edges of what arrived meanwhile are gone.
+
+Counters: ``received`` and (on the fast path) ``handled`` are added once per batch.
 """
 
 from __future__ import annotations
@@ -26,24 +33,27 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from inspect import isawaitable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import zmq
 
 from . import security
 from ._handlers import Handler, Invoker, make_invoker
+from ._problems import ProblemLog
 from .channel import Channel
-from .codecs import RAW
+from .codecs import RAW, JsonCodec
 from .errors import DecodeError, NotRunning, SendQueueFull, Unroutable
 from .message import (
     Frames,
     Message,
     body_decoder,
+    body_error,
     encode_body,
     error_reply,
     make_parser,
+    show_bytes,
     split_envelope,
 )
 from .signals import (
@@ -54,9 +64,6 @@ from .signals import (
     message_sent,
 )
 
-if TYPE_CHECKING:
-    from .app import App
-
 log = logging.getLogger("zmqapp")
 
 # Plain ints: pyzmq's constants are enums, and enum arithmetic per frame is measurable here.
@@ -66,95 +73,164 @@ _Again = zmq.Again
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
+_REP = int(zmq.REP)
+_ROUTER = int(zmq.ROUTER)
+
+#: A pump's modes. Idle: not reading (before start, after the drain). Holding: the app is
+#: starting; REQ/DEALER replies are delivered, other messages wait for the start hooks.
+#: Running: handlers get every message. Draining: running, within a stop's deadline.
+#: Refusing: a stopping REP/ROUTER answers what is queued with an ``unavailable`` error.
+IDLE, HOLDING, RUNNING, DRAINING, REFUSING = "idle", "holding", "running", "draining", "refusing"
+
+
+class Host(Protocol):
+    """What a pump needs from the run it belongs to (the :class:`~zmqapp.runtime.Runtime`)."""
+
+    #: The app: the sender of every signal.
+    app: Any
+    logger: logging.Logger
+    problems: ProblemLog
+
+    def run_in_thread(self, call: Callable[[], Any]) -> Awaitable[Any]: ...
 
 
 class Pump:
     """Reads, dispatches and writes for one channel's socket on the app's event loop."""
 
-    def __init__(self, app: App, channel: Channel, sock: zmq.Socket[Any]) -> None:
-        self.app = app
+    def __init__(
+        self, host: Host, channel: Channel, sock: zmq.Socket[Any], config: dict[str, Any]
+    ) -> None:
+        self.host = host
+        self.app = host.app
         self.channel = channel
+        self.name = channel.name
         self.socket = sock
         self.loop = asyncio.get_running_loop()
         self.stats = channel.stats
-        config = app.config
         self.batch = int(config["BATCH_SIZE"])
         self.queue_limit = int(config["SEND_QUEUE"])
         self.error_detail = bool(config["ERROR_DETAIL"])
+        self.maxframes = int(channel.maxframes or config.get("MAXFRAMES") or 0) or None
+        limit = channel.maxmsgsize
+        if limit is None:
+            limit = config.get("MAXMSGSIZE")
+        self.maxsize = int(limit) if limit is not None and int(limit) >= 0 else None
         self.fd = sock.FD
         # getsockopt is typed int | bytes; ZMQ_EVENTS is always an int.
         self.get_option = cast("Callable[[int], int]", sock.getsockopt)
-        self.recv: Callable[[int], Frames] = sock.recv_multipart
+        self.recv = cast("Callable[[int, bool], zmq.Frame]", sock.recv)
         self._send = sock.send
         self.parse = make_parser(channel)
-        if security.is_server(channel):  # handlers may ask for the client's key: user_id
-            self.recv = security.recv_with_user_id(sock)
-            self.parse = _with_user_id(self.parse)
+        self.user_ids = security.is_server(channel)  # handlers may ask for the client's key
         self.body_of = body_decoder(channel.codec)
-        self.raw = channel.codec is RAW
-        self.fast_fn: Callable[[Any], Any] = _no_fast_path
-        self.dispatch_inner: Callable[[Frames], None] = self.dispatch_message
         self.replies = channel.replies
         self.reply_type = channel.socket_type
+        self.mode = IDLE
 
         #: What each received message is handed to: built from the channel's receivers.
         self.invokers: tuple[Invoker, ...] = ()
         #: True when some receiver is a coroutine (or threaded) handler.
         self.is_async = False
+        #: The fast path's handler and single-frame body decoder (None: raw bytes).
+        self.fast_fn: Callable[[Any], Any] | None = None
+        self.fast_decode: Callable[[bytes], Any] | None = None
         #: Where non-None return values go (the send_to channel's pump), if anywhere.
         self.forward: Pump | None = None
         #: Pumps that forward here and pause while this pump's queue is full.
         self.upstream: list[Pump] = []
+        #: REQ/DEALER: offered each message first; True means it answered a request.
+        self.intercept: Callable[[Frames], bool] | None = None
+        #: Messages read while the app was starting, waiting for the start hooks to finish.
+        self.held: deque[Frames] = deque()
+        #: Coroutine and threaded handlers in flight, and the message each is handling.
+        self.tasks: dict[asyncio.Task[Any], Message] = {}
 
         #: Frames waiting for the socket to become writable.
         self.outbox: deque[Frames] = deque()
         self.congested = False
 
-        self.accepting = False  # the app wants this channel read
-        self.reading = False  # accepting, and nothing (concurrency, downstream) holds it back
+        self.reading = False  # the mode reads, and nothing (concurrency, downstream) holds it
         self.in_flight = 0
         self.concurrency = channel.concurrency
-        self.empty = False  # a read found nothing queued (since drain_for_stop)
-        #: REQ/DEALER: offered each message first; True means it answered a request.
-        self.intercept: Callable[[Frames], bool] | None = None
+        #: Since when a read last found the socket empty (None: it had messages since).
+        self.empty_since: float | None = None
+        #: The first frame of the message being dispatched (for its peer's address).
+        self.current: zmq.Frame | None = None
+        self.deadline = float("inf")
+        self.drain: Callable[[], bool] = self.drain_messages
+        self.dispatch: Callable[[Frames], None] = self.dispatch_message
         self._room: list[asyncio.Future[None]] = []
         self._check_pending = False
         self._closed = False
 
     # -- wiring --------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Watch the socket and start reading (if the channel receives)."""
+    def watch(self) -> None:
+        """Watch the socket's descriptor (reading starts with :meth:`set_mode`)."""
         self.loop.add_reader(self.fd, self.on_events)
-        self.accepting = self.channel.receives
-        self.update_reading()
         self.schedule_check()  # messages may have queued before we watched the descriptor
 
     def build_invokers(self) -> None:
         """Recompute what dispatch calls, after the channel's receivers changed."""
-        receivers = self.channel.receivers(self.app)
+        channel = self.channel
+        receivers = channel.receivers(self.app)
         invokers = []
         is_async = False
         for receiver in receivers:
-            invoker, receiver_async = make_invoker(receiver, self.app, self.app._run_in_thread)
+            threaded = isinstance(receiver, Handler) and channel.runs_in_thread(receiver)
+            invoker, receiver_async = make_invoker(
+                receiver, self.app, self.host.run_in_thread, threaded=threaded
+            )
             invokers.append(invoker)
             is_async = is_async or receiver_async
         self.invokers = tuple(invokers)
         self.is_async = is_async
-        # Decide here, not per message, whether the fast path applies.
+        # Decide here, not per message, whether the fast path applies: one plain function that
+        # takes only the body, on a socket without envelopes or topics.
         handler = receivers[0] if len(receivers) == 1 else None
-        fast = (
+        self.fast_fn = self.fast_decode = None
+        if (
             isinstance(handler, Handler)
             and not is_async
             and handler.body_param is not None
+            and handler.body_positional
             and not handler.inject
-            and handler.convert is None
-            and self.channel.socket_type not in (zmq.ROUTER, zmq.SUB, zmq.XSUB)
-        )
-        self.fast_fn = handler.fn if fast and handler is not None else _no_fast_path
-        inner = self.dispatch_fast if fast else self.dispatch_message
-        self.dispatch_inner = inner
-        self.dispatch = self.dispatch_intercepted if self.intercept is not None else inner  # type: ignore[method-assign]
+            and channel.socket_type != _ROUTER
+            and not channel.kind.topical
+            and not self.user_ids
+        ):
+            convert = handler.convert
+            decode = None if channel.codec is RAW else channel.codec.decode
+            if convert is None:
+                self.fast_fn, self.fast_decode = handler.fn, decode
+            elif convert.from_json is not None and isinstance(channel.codec, JsonCodec):
+                self.fast_fn, self.fast_decode = handler.fn, convert.from_json
+            elif decode is not None:
+                self.fast_fn, self.fast_decode = handler.fn, _then(decode, convert)
+        self.set_mode(self.mode)
+
+    def set_mode(self, mode: str) -> None:
+        """Switch to ``mode`` (see the module's mode constants) and pick the matching loop."""
+        self.mode = mode
+        dispatch: Callable[[Frames], None]
+        if mode == REFUSING:
+            dispatch = self.refuse
+        elif mode == HOLDING:
+            dispatch = self.hold
+        else:
+            dispatch = self.dispatch_message
+        if self.intercept is not None:
+            inner = dispatch
+
+            def dispatch(frames: Frames) -> None:
+                assert self.intercept is not None
+                if not self.intercept(frames):
+                    inner(frames)
+
+        self.dispatch = dispatch
+        fast = mode == RUNNING and self.fast_fn is not None and self.intercept is None
+        self.drain = self.drain_fast if fast else self.drain_messages
+        self.update_reading()
 
     # -- the descriptor callback ---------------------------------------------------------------
 
@@ -175,9 +251,17 @@ class Pump:
         if self.outbox and self.get_option(_EVENTS) & _POLLOUT:
             self.flush()
         if self.reading:
-            # A non-blocking recv processes the socket's commands like a ZMQ_EVENTS read, so
-            # draining straight away clears the edge too.
-            if self.drain():
+            try:
+                more = self.drain()
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EFSM:
+                    raise
+                # A REQ socket with no request outstanding refuses to read: nothing to read,
+                # but take its commands, or the descriptor stays set.
+                self.get_option(_EVENTS)
+                self.found_empty(0)
+                more = False
+            if more:
                 self.schedule_check()  # batch used up: let other channels run first (rule 1)
                 return
         elif not self.outbox:
@@ -190,50 +274,136 @@ class Pump:
             if (events & _POLLOUT) or (events & _POLLIN and self.reading):
                 self.schedule_check()
 
-    def drain(self) -> bool:
-        """Read and dispatch up to one batch; True if the batch ran out first."""
+    def found_empty(self, count: int) -> None:
+        """A read found the socket empty after ``count`` messages in this drain."""
+        if count or self.empty_since is None:
+            self.empty_since = time.monotonic()
+
+    def drain_fast(self) -> bool:
+        """The common case, as tight as it gets: one plain handler that takes only the body,
+        single-frame messages, nobody listening to the app-wide message signals.
+
+        Returns True if the batch ran out before the socket did."""
+        if message_received.receivers or message_handled.receivers:
+            return self.drain_messages()
         recv = self.recv
-        dispatch = self.dispatch
-        count = 0
+        fn = cast("Callable[[Any], Any]", self.fast_fn)
+        decode = self.fast_decode
+        replies = self.replies
+        forward = self.forward
+        count = handled = 0
         try:
             while count < self.batch:
-                frames = recv(_NOBLOCK)
+                frame = recv(_NOBLOCK, False)
                 count += 1
-                try:
-                    dispatch(frames)
-                except Exception:  # a zmqapp bug: say so, and never let it wedge the channel
-                    log.exception("zmqapp failed to dispatch a message on %r", self.channel.name)
+                if frame.more:  # a multipart body: the general path
+                    self.current = frame
+                    frames = self.read_rest(frame)
+                    if frames is not None:
+                        self.dispatch_message(frames)
+                else:
+                    body: Any = frame.bytes
+                    try:
+                        if decode is not None:
+                            body = decode(body)
+                    except Exception as exc:
+                        self.current = frame
+                        self.decode_failed([frame.bytes], body_error(self.channel.codec, exc))
+                    else:
+                        try:
+                            result = fn(body)
+                        except Exception as exc:
+                            self.current = frame
+                            message = Message(self.channel, [frame.bytes], body)
+                            self.handler_failed(message, self.invokers[0], exc)
+                            self.finish(message, None, exc, own_callback=True)
+                        else:
+                            handled += 1
+                            if replies:  # REP: always answer
+                                self.send_reply(
+                                    [b""]
+                                    if result is None
+                                    else encode_body(self.channel.codec, result),
+                                    True,
+                                )
+                            elif result is not None and forward is not None:
+                                forward.send_body(result, force=True)
                 if not self.reading:
+                    self.empty_since = None
                     return False
                 if count == 1 and not self.get_option(_EVENTS) & _POLLIN:
                     # A lone message (a REP request, a quiet channel): asking ZMQ_EVENTS costs
                     # a third of a recv that fails with zmq.Again, and clears the edge too.
-                    self.empty = True
+                    self.found_empty(count)
                     return False
+            self.empty_since = None
             return True
         except _Again:
-            self.empty = True
+            self.found_empty(count)
             return False
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EFSM:
-                raise
-            # A REQ socket with no request outstanding refuses to read (before it takes its
-            # commands): nothing to read, but take the commands, or the descriptor stays set.
-            self.get_option(_EVENTS)
-            self.empty = True
+        finally:
+            self.stats.received += count
+            self.stats.handled += handled
+
+    def drain_messages(self) -> bool:
+        """Read and dispatch up to one batch through the general path; True if the batch ran
+        out first. While stopping, it also ends at the stop's deadline."""
+        recv = self.recv
+        count = 0
+        try:
+            while count < self.batch:
+                frame = recv(_NOBLOCK, False)
+                count += 1
+                self.current = frame
+                frames = self.read_rest(frame) if frame.more else [frame.bytes]
+                if frames is not None:
+                    try:
+                        self.dispatch(frames)
+                    except Exception:  # a zmqapp bug: say so, and never let it wedge the channel
+                        log.exception("zmqapp failed to dispatch a message on %r", self.name)
+                if not self.reading or (
+                    self.mode == DRAINING and self.loop.time() >= self.deadline
+                ):
+                    self.empty_since = None
+                    return False
+                if count == 1 and not self.get_option(_EVENTS) & _POLLIN:
+                    self.found_empty(count)
+                    return False
+            self.empty_since = None
+            return True
+        except _Again:
+            self.found_empty(count)
             return False
         finally:
             self.stats.received += count
 
+    def read_rest(self, first: zmq.Frame) -> Frames | None:
+        """The frames of a multipart message whose first frame is ``first``; None (and a
+        decode failure) if it has more than MAXFRAMES frames or more than MAXMSGSIZE bytes."""
+        recv = self.recv
+        frames = [first.bytes]
+        size = len(frames[0])
+        limit = self.maxframes
+        frame = first
+        count = 1
+        while frame.more:
+            frame = recv(_NOBLOCK, False)
+            count += 1
+            if limit is None or count <= limit:
+                data = frame.bytes
+                size += len(data)
+                frames.append(data)
+        if limit is not None and count > limit:
+            self.too_large(frames, f"it has {count} frames, more than MAXFRAMES ({limit})")
+            return None
+        if self.maxsize is not None and size > self.maxsize:
+            self.too_large(
+                frames, f"its frames add up to {size} bytes, more than MAXMSGSIZE ({self.maxsize})"
+            )
+            return None
+        return frames
+
     # -- dispatch ------------------------------------------------------------------------------
-
-    def dispatch(self, frames: Frames) -> None:
-        """Hand one message to every receiver of the channel (the hot path).
-
-        Rebound per instance to :meth:`dispatch_fast` when the channel allows, and wrapped by
-        :meth:`dispatch_intercepted` on channels that make requests.
-        """
-        self.dispatch_message(frames)
 
     def dispatch_message(self, frames: Frames) -> None:
         """The general path: build a :class:`Message`, call every receiver, reply, signal."""
@@ -242,6 +412,8 @@ class Pump:
         except Exception as exc:
             self.decode_failed(frames, _as_decode_error(exc))
             return
+        if self.user_ids and self.current is not None:
+            message.user_id = security.user_id_of(self.current)
         if message_received.receivers:
             message_received.send(self.app, message=message)
         if self.is_async:
@@ -259,43 +431,37 @@ class Pump:
                 self.handler_failed(message, invoke, exc)
         self.finish(message, reply, error, own_callback=True)
 
-    def dispatch_fast(self, frames: Frames) -> None:
-        """The common case without building a Message: one plain function that takes only the
-        body, on a socket without envelopes or topics, while no app-wide signal listens."""
-        if message_received.receivers or message_handled.receivers:
-            self.dispatch_message(frames)
-            return
-        if self.raw and len(frames) == 1:
-            body = frames[0]
-        else:
-            try:
-                body = self.body_of(frames)
-            except DecodeError as exc:
-                self.decode_failed(frames, exc)
-                return
-        try:
-            result = self.fast_fn(body)
-            if self.replies:  # REP: always answer
-                self.send_reply(
-                    [b""] if result is None else encode_body(self.channel.codec, result), True
-                )
-            elif result is not None and self.forward is not None:
-                self.forward.send_body(result, force=True)
-        except Exception as exc:
-            message = Message(self.channel, frames, body)
-            self.handler_failed(message, self.invokers[0], exc)
-            self.finish(message, None, exc, own_callback=True)
-            return
-        self.stats.handled += 1
+    def hold(self, frames: Frames) -> None:
+        """While the app starts: keep a message for when the start hooks have finished."""
+        self.held.append(frames)
+        if len(self.held) >= self.queue_limit:
+            self.update_reading()  # enough: the rest waits in ZeroMQ's queue
 
-    def dispatch_intercepted(self, frames: Frames) -> None:
-        """REQ/DEALER: a reply to :meth:`App.request` goes to its waiter, not the handlers."""
-        assert self.intercept is not None
-        if not self.intercept(frames):
-            self.dispatch_inner(frames)
+    def release_held(self) -> None:
+        """The app has started: dispatch what was held, in order."""
+        while self.held and self.mode in (RUNNING, DRAINING):
+            frames = self.held.popleft()
+            try:
+                self.dispatch_message(frames)
+            except Exception:  # pragma: no cover - a zmqapp bug
+                log.exception("zmqapp failed to dispatch a message on %r", self.name)
+
+    def refuse(self, frames: Frames) -> None:
+        """A stopping REP/ROUTER: answer a request that was queued but not started with an
+        ``unavailable`` error reply, so its client can retry elsewhere at once."""
+        if self.reply_type == _ROUTER:
+            if len(frames) < 2:
+                return
+            envelope = frames[: split_envelope(frames)]
+        else:
+            envelope = []
+        stopped = NotRunning("the service is stopping")
+        reply = error_reply("unavailable", stopped, self.name, True)
+        self.stats.refused += 1
+        self.send_reply([*envelope, reply], own_callback=True)
 
     async def dispatch_async(self, message: Message) -> None:
-        """:meth:`dispatch` for channels with coroutine or threaded receivers."""
+        """:meth:`dispatch_message` for channels with coroutine or threaded receivers."""
         reply: Frames | None = None
         error: Exception | None = None
         for invoke in self.invokers:
@@ -308,7 +474,7 @@ class Pump:
             except asyncio.CancelledError:
                 if self.replies:  # cancelled at stop: the peer still gets its answer
                     stopped = asyncio.CancelledError("the app stopped before the handler finished")
-                    frames = [error_reply("cancelled", stopped, self.channel.name, True)]
+                    frames = [error_reply("cancelled", stopped, self.name, True)]
                     self.send_reply((message.envelope or []) + frames, own_callback=False)
                 raise
             except Exception as exc:
@@ -336,8 +502,8 @@ class Pump:
         if self.replies:
             if error is not None:
                 kind = "decode_failed" if isinstance(error, DecodeError) else "handler_failed"
-                reply = [error_reply(kind, error, self.channel.name, self.error_detail)]
-            elif reply is None and self.reply_type == zmq.REP:
+                reply = [error_reply(kind, error, self.name, self.error_detail)]
+            elif reply is None and self.reply_type == _REP:
                 reply = [b""]
             if reply is not None:
                 if message.envelope is not None:
@@ -352,11 +518,11 @@ class Pump:
         if self.in_flight >= self.concurrency:
             self.update_reading()
         task = self.loop.create_task(self.dispatch_async(message))
-        self.app._tasks[task] = message
+        self.tasks[task] = message
         task.add_done_callback(self.task_done)
 
     def task_done(self, task: asyncio.Task[None]) -> None:
-        self.app._tasks.pop(task, None)
+        self.tasks.pop(task, None)
         self.in_flight -= 1
         if not self.reading:
             self.update_reading()
@@ -364,6 +530,16 @@ class Pump:
             log.error("zmqapp dispatch failed", exc_info=task.exception())
 
     # -- failures ------------------------------------------------------------------------------
+
+    def peer(self) -> str | None:
+        """The address of the peer that sent the message being dispatched, if ZeroMQ knows."""
+        frame = self.current
+        if frame is None:
+            return None
+        try:
+            return str(frame.get("Peer-Address"))
+        except (zmq.ZMQError, UnicodeDecodeError):
+            return None
 
     def handler_failed(self, message: Message, invoke: Invoker, exc: BaseException) -> None:
         if isinstance(exc, DecodeError):  # a typed body that did not fit
@@ -373,12 +549,16 @@ class Pump:
         handler = getattr(invoke, "handler", None)
         if handler is None:  # a receiver connected to the channel's signal, held weakly
             handler = getattr(invoke, "handler_ref", lambda: None)() or invoke
-        self.app.logger.error(
+        self.host.problems.report(
+            self.name,
+            "handler_failed",
             "handler %s of channel %r failed on %r",
             getattr(handler, "__qualname__", handler),
-            self.channel.name,
+            self.name,
             message,
+            level=logging.ERROR,
             exc_info=exc,
+            peer=self.peer(),
         )
         if handler_failed.receivers:
             handler_failed.send(self.app, message=message, handler=handler, exception=exc)
@@ -387,15 +567,29 @@ class Pump:
         self, frames: Frames, exc: BaseException, message: Message | None = None
     ) -> None:
         self.stats.decode_failed += 1
-        self.app._decode_log.report(self.channel.name, exc)
+        peer = self.peer()
+        self.host.problems.report(
+            self.name,
+            "decode_failed",
+            "channel %r dropped an undecodable message from %s: %s (%s)",
+            self.name,
+            peer or "an unknown peer",
+            exc,
+            _sample(frames),
+            peer=peer,
+        )
         if decode_failed.receivers:
             decode_failed.send(self.app, channel=self.channel, frames=frames, exception=exc)
         if self.replies and message is None:
             # A peer still waits for an answer: tell it what went wrong.
-            envelope = _envelope_of(frames) if self.reply_type == zmq.ROUTER else []
+            envelope = _envelope_of(frames) if self.reply_type == _ROUTER else []
             if envelope is not None:
-                reply = error_reply("decode_failed", exc, self.channel.name, self.error_detail)
+                reply = error_reply("decode_failed", exc, self.name, self.error_detail)
                 self.send_reply([*envelope, reply], own_callback=True)
+
+    def too_large(self, frames: Frames, why: str) -> None:
+        """A message over MAXFRAMES or MAXMSGSIZE: dropped and counted as a decode failure."""
+        self.decode_failed(frames, DecodeError(f"message too large: {why}"))
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -406,7 +600,7 @@ class Pump:
             # A ROUTER whose peer is gone (EHOSTUNREACH) or whose queue to the peer is full
             # (EAGAIN): the reply is dropped, but counted and said, not lost in silence.
             self.stats.dropped += 1
-            log.warning("channel %r dropped a reply: %s", self.channel.name, exc.strerror)
+            log.warning("channel %r dropped a reply: %s", self.name, exc.strerror)
             return
         self.stats.sent += 1
         if message_sent.receivers:
@@ -428,8 +622,8 @@ class Pump:
         channels forwarding here stop reading until the queue drains.
         """
         if self._closed:
-            raise NotRunning(f"channel {self.channel.name!r} is closed")
-        if self.reply_type == zmq.ROUTER:
+            raise NotRunning(f"channel {self.name!r} is closed")
+        if self.reply_type == _ROUTER:
             self.send_routed(frames)
             return
         if not self.outbox:
@@ -445,7 +639,7 @@ class Pump:
                 return
         if len(self.outbox) >= self.queue_limit and not force:
             raise SendQueueFull(
-                f"channel {self.channel.name!r} has {len(self.outbox)} messages waiting for "
+                f"channel {self.name!r} has {len(self.outbox)} messages waiting for "
                 "its peers (the SEND_QUEUE limit); slow down, await app.send_async() to wait "
                 "for room, or raise SEND_QUEUE"
             )
@@ -472,12 +666,12 @@ class Pump:
             self.stats.dropped += 1
             if exc.errno == zmq.EHOSTUNREACH:
                 raise Unroutable(
-                    f"channel {self.channel.name!r} has no peer with identity {frames[0]!r} "
+                    f"channel {self.name!r} has no peer with identity {frames[0]!r} "
                     "(it disconnected, or never connected)"
                 ) from None
             if exc.errno == zmq.EAGAIN:
                 raise SendQueueFull(
-                    f"channel {self.channel.name!r}: the queue to peer {frames[0]!r} is full "
+                    f"channel {self.name!r}: the queue to peer {frames[0]!r} is full "
                     "(its high-water mark); it is not reading fast enough"
                 ) from None
             raise
@@ -497,7 +691,7 @@ class Pump:
                 break
             except zmq.ZMQError as exc:
                 self.stats.dropped += 1
-                log.warning("channel %r dropped a queued message: %s", self.channel.name, exc)
+                log.warning("channel %r dropped a queued message: %s", self.name, exc)
             else:
                 self.stats.sent += 1
                 if message_sent.receivers:
@@ -512,7 +706,7 @@ class Pump:
         """Wait until the send queue is below ``SEND_QUEUE``."""
         while len(self.outbox) >= self.queue_limit:
             if self._closed:
-                raise NotRunning(f"channel {self.channel.name!r} is closed")
+                raise NotRunning(f"channel {self.name!r} is closed")
             future = self.loop.create_future()
             self._room.append(future)
             await future
@@ -533,42 +727,61 @@ class Pump:
     def update_reading(self) -> None:
         """Recompute whether to read; on resuming, look at the socket again (rule 3)."""
         was = self.reading
-        self.reading = (
-            self.accepting
-            and self.in_flight < self.concurrency
-            and not (self.forward is not None and self.forward.congested)
-        )
-        if self.reading and not was:
-            self.empty = False
+        mode = self.mode
+        if mode == IDLE or self._closed or not self.channel.receives:
+            reading = False
+        elif mode == HOLDING:
+            reading = self.intercept is not None and len(self.held) < self.queue_limit
+        elif mode == REFUSING:
+            reading = self.in_flight == 0 or self.reply_type == _ROUTER
+        else:
+            reading = self.in_flight < self.concurrency and not (
+                self.forward is not None and self.forward.congested
+            )
+        self.reading = reading
+        if reading and not was:
             self.schedule_check()
 
-    def pause(self) -> None:
-        self.accepting = False
-        self.update_reading()
+    def settled(self, quiet: float) -> bool:
+        """True when nothing is in flight or held and the socket has been empty for ``quiet``
+        seconds, confirmed by asking the socket once more.
 
-    def drain_for_stop(self) -> None:
-        """Begin the final drain: :attr:`empty` turns True once a read finds nothing left."""
-        self.empty = False
-        self.schedule_check()
+        A read that finds the socket empty may race libzmq's I/O thread, which refills the
+        queue from the kernel's buffers a moment later; waiting a few milliseconds and asking
+        again tells "empty for now" from "empty"."""
+        if not self.channel.receives:
+            return True
+        if self.in_flight or self.held:
+            return False
+        events = self.get_option(_EVENTS)
+        if events & _POLLIN or (self.outbox and events & _POLLOUT):
+            self.empty_since = None
+            self.schedule_check()  # the read above took the edge: look now (rule 2)
+            return False
+        now = time.monotonic()
+        if self.empty_since is None:
+            self.empty_since = now
+            return False
+        return now - self.empty_since >= quiet
 
     def close(self, linger: int) -> None:
         """Stop watching the descriptor and close the socket with a finite linger."""
         if self._closed:
             return
         self._closed = True
-        self.accepting = self.reading = False
+        self.mode = IDLE
+        self.reading = False
         self._wake_room()
         self.loop.remove_reader(self.fd)
         self.socket.close(linger=linger)
+        self.current = None
 
 
-def _with_user_id(parse: Callable[[Frames], Message]) -> Callable[[Frames], Message]:
-    def parse_with_user_id(frames: Frames) -> Message:
-        message = parse(frames)
-        message.user_id = getattr(frames, "user_id", None)
-        return message
+def _then(decode: Callable[[bytes], Any], convert: Callable[[Any], Any]) -> Callable[[bytes], Any]:
+    def decode_then_convert(data: bytes) -> Any:
+        return convert(decode(data))
 
-    return parse_with_user_id
+    return decode_then_convert
 
 
 def _as_decode_error(exc: Exception) -> DecodeError:
@@ -579,10 +792,6 @@ def _as_decode_error(exc: Exception) -> DecodeError:
     return error
 
 
-def _no_fast_path(body: Any) -> Any:  # pragma: no cover - never called
-    raise AssertionError("dispatch_fast without a fast-path handler")
-
-
 def _envelope_of(frames: Frames) -> Frames | None:
     """The envelope of a ROUTER message that failed to parse, if it has one at all."""
     if len(frames) < 2:
@@ -590,28 +799,8 @@ def _envelope_of(frames: Frames) -> Frames | None:
     return frames[: split_envelope(frames)]
 
 
-class RateLimitedLog:
-    """Logs each problem once, but at most ``burst`` lines per channel per ``period`` seconds,
-    then a summary of how many were not logged, so a flood of bad input cannot flood the log."""
-
-    def __init__(self, logger: logging.Logger, burst: int = 10, period: float = 1.0) -> None:
-        self.logger = logger
-        self.burst = burst
-        self.period = period
-        self._window: dict[str, tuple[float, int, int]] = {}
-
-    def report(self, channel: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        start, logged, suppressed = self._window.get(channel, (now, 0, 0))
-        if now - start >= self.period:
-            if suppressed:
-                self.logger.warning(
-                    "channel %r: %d more undecodable messages were not logged", channel, suppressed
-                )
-            start, logged, suppressed = now, 0, 0
-        if logged < self.burst:
-            self.logger.warning("channel %r dropped an undecodable message: %s", channel, exc)
-            logged += 1
-        else:
-            suppressed += 1
-        self._window[channel] = (start, logged, suppressed)
+def _sample(frames: Frames, limit: int = 48) -> str:
+    """A short, escaped look at a message's frames for the log."""
+    shown = " | ".join(show_bytes(frame, limit) for frame in frames[:4])
+    more = f" | ... {len(frames) - 4} more frames" if len(frames) > 4 else ""
+    return f"{len(frames)} frame{'s' if len(frames) != 1 else ''}: {shown}{more}"

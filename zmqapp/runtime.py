@@ -1,0 +1,650 @@
+"""One run of an app: the :class:`Runtime` owns everything that exists from start to stop.
+
+:class:`~zmqapp.App` declares (channels, handlers, hooks, timers, config); each
+:meth:`~zmqapp.App.serve` or :meth:`~zmqapp.App.run` makes a new Runtime, which owns the
+loop, the ZeroMQ context, the authenticator, the socket monitors, one
+:class:`~zmqapp.pump.Pump` per channel, the requests in flight, the tasks, the thread pool,
+the problem log and the stop sequence, and is thrown away when the run ends. Nothing of one
+run survives into the next.
+
+Start, in order: config is applied and checked; sockets are made, set up and bound or
+connected (the authenticator first); replies to requests are read from then on, so an
+``on_start`` hook may ``await app.request(...)``, while other messages wait for the hooks;
+the hooks run; handlers get messages; timers start; the app is ready.
+
+Stop, in order (README: Lifecycle):
+
+1. Readiness goes false, timers stop.
+2. Channels stop taking new work but keep their connections: SUB and XSUB take back their
+   subscriptions (publishers stop sending), REP and ROUTER answer requests that are queued
+   but not started with an ``unavailable`` error reply, and every other receiving channel
+   reads and handles what already reached it, until its socket has been empty for a few
+   milliseconds.
+3. In-flight handlers (coroutines, threads) and timer ticks finish. What is left at
+   ``SHUTDOWN_TIMEOUT`` is cancelled (threads abandoned) and logged with a count per channel.
+4. ``on_stop`` hooks run; they may still send and request.
+5. Queued sends are flushed, up to the deadline.
+6. Sockets close with a finite ``LINGER``; the app's own context is terminated, and a socket
+   that user code left open on it is closed rather than allowed to hang the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import signal as _signal
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import zmq
+from tornado.ioloop import PeriodicCallback
+
+from . import security
+from ._handlers import describe, is_async_callable
+from ._problems import ProblemLog
+from ._threads import DaemonThreadPool
+from .channel import Channel
+from .errors import NotRunning
+from .monitor import SocketMonitor
+from .pump import DRAINING, HOLDING, IDLE, REFUSING, RUNNING, Pump
+from .rpc import Requests
+from .signals import (
+    app_started,
+    app_starting,
+    app_stopped,
+    app_stopping,
+    handler_failed,
+    socket_event,
+)
+from .sockets import RunContext, open_socket, unsubscribe_all
+
+if TYPE_CHECKING:
+    from .app import App
+
+T = TypeVar("T")
+
+#: A run's states, in the order they happen.
+STARTING, RUNNING_STATE, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
+#: Seconds a channel's socket must stay empty before the stop counts it as drained (libzmq's
+#: I/O thread may still be moving what the kernel received into the queue).
+SETTLE = 0.01
+#: Seconds the stop waits for cancelled tasks to unwind, and for the context to terminate
+#: beyond ``LINGER``.
+UNWIND = 1.0
+
+
+class Runtime:
+    """Everything of one run of ``app``; made by :meth:`App.serve`, discarded at its end."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        context: zmq.Context[Any] | None = None,
+        install_signal_handlers: bool = False,
+    ) -> None:
+        self.app = app
+        self.config = app.config
+        self.logger = app.logger
+        self.install_signal_handlers = install_signal_handlers
+        #: ``starting``, ``running``, ``stopping`` or ``stopped``.
+        self.state = STARTING
+        #: True from the end of the start hooks until a stop begins.
+        self.ready = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None
+        #: The ZeroMQ context of this run (the app's own unless one was given).
+        self.context: zmq.Context[Any] | None = context
+        self.owns_context = context is None
+        #: Channel name -> its pump.
+        self.pumps: dict[str, Pump] = {}
+        #: Channel name -> the requests in flight on it (REQ and DEALER channels).
+        self.requests: dict[str, Requests] = {}
+        self.problems = ProblemLog(app.logger)
+        self.monitors: list[SocketMonitor] = []
+        self.authenticator: security.Authenticator | None = None
+        self.executor: DaemonThreadPool | None = None
+        self.periodic: list[PeriodicCallback] = []
+        self.ticks: set[asyncio.Task[Any]] = set()
+        self.started = False  # app_started was sent
+        self.hooks_began = False
+        self._lock = threading.Lock()
+        self._stop_asked = False
+        self._stop_event: asyncio.Event | None = None
+        self._signals: list[int] = []
+        self._listeners: list[tuple[Any, Callable[..., None]]] = []
+
+    def __repr__(self) -> str:
+        return f"<Runtime of {self.app.name!r} {self.state}>"
+
+    # -- the run -------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Start, run until a stop is asked, then stop: the whole life of this run."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self.loop = loop
+            self.loop_thread = threading.get_ident()
+            self._stop_event = asyncio.Event()
+            if self._stop_asked:
+                self._stop_event.set()
+        self.problems.loop = loop
+        stop_event = self._stop_event
+        start = loop.create_task(self.start())
+        stopped = loop.create_task(stop_event.wait())
+        try:
+            await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not start.done():
+                # A stop asked while starting: let the start finish, within the timeout.
+                timeout = float(self.config["SHUTDOWN_TIMEOUT"])
+                await asyncio.wait({start}, timeout=timeout)
+                if not start.done():
+                    self.logger.warning(
+                        "stop: the app was still starting after SHUTDOWN_TIMEOUT (%s s); "
+                        "cancelling its start",
+                        timeout,
+                    )
+                    start.cancel()
+                    await asyncio.wait({start}, timeout=UNWIND)
+            if not start.cancelled():
+                start.result()  # a failed start raises here, after the stop below
+            await stopped
+        finally:
+            stopped.cancel()
+            await self.stop_sequence()
+
+    async def start(self) -> None:
+        """Open every socket, run the start hooks, then let handlers have messages."""
+        app = self.app
+        app.apply_config()
+        self._install_signal_handlers()
+        app_starting.send(app)
+        if self.context is None:
+            self.context = RunContext()
+        context = self.context
+        # The authenticator runs before any socket binds, so no client slips in unchecked.
+        self.authenticator = security.authenticator_for(app, context, app.channels.values())
+        for name, channel in app.channels.items():
+            sock = open_socket(context, channel, self.config, monitor=self._watch)
+            channel.socket = sock
+            self.pumps[name] = Pump(self, channel, sock, self.config)
+        for name, pump in self.pumps.items():
+            channel = pump.channel
+            if channel.send_to is not None:
+                target = self.pumps[channel.send_to]
+                pump.forward = target
+                target.upstream.append(pump)
+            if channel.kind.requests:
+                self.requests[name] = Requests(pump)
+            self._follow_receivers(channel, pump)
+            pump.build_invokers()
+        for pump in self.pumps.values():
+            pump.watch()
+            pump.set_mode(HOLDING)  # replies to requests are read from now on
+        self.hooks_began = True
+        for fn in app.start_hooks:
+            await self._run_hook(fn, keep_subscribing=True)
+        self.state = RUNNING_STATE
+        for pump in self.pumps.values():
+            pump.set_mode(RUNNING)
+            pump.release_held()
+        for seconds, fn in app.timers:
+            periodic = PeriodicCallback(self._timer_callback(fn), seconds * 1000)
+            periodic.start()
+            self.periodic.append(periodic)
+        self.ready = True
+        self.started = True
+        app_started.send(app)
+
+    def _watch(self, channel: Channel, sock: zmq.Socket[Any]) -> None:
+        """Start monitoring ``sock`` if ``channel`` is to be monitored (before it binds)."""
+        wanted = self.config.get("MONITOR") or socket_event.receivers
+        if wanted or channel.monitor or channel.security:
+            self.monitors.append(SocketMonitor(self.app, channel, sock))
+
+    def _follow_receivers(self, channel: Channel, pump: Pump) -> None:
+        """Rebuild the pump's receivers whenever something connects to or disconnects from
+        the channel's signal (blinker's own notifications)."""
+
+        def changed(signal: Any, **kwargs: Any) -> None:
+            self.soon(pump.build_invokers)
+
+        for notice in (channel.signal.receiver_connected, channel.signal.receiver_disconnected):
+            notice.connect(changed, weak=False)
+            self._listeners.append((notice, changed))
+
+    async def _run_hook(self, fn: Callable[[], Any], *, keep_subscribing: bool = False) -> None:
+        if keep_subscribing and not is_async_callable(fn):
+            result = self._run_blocking_hook(fn)
+        else:
+            result = fn()
+        if result is not None and asyncio.iscoroutine(result):
+            await result
+
+    def _run_blocking_hook(self, fn: Callable[[], Any]) -> Any:
+        """Run a plain start hook. It holds the loop, so SUB sockets would not process the
+        connections made meanwhile, and their subscriptions would not be sent: a helper
+        thread asks them for ZMQ_EVENTS (which processes their commands) until the hook
+        returns. Nothing else touches those sockets meanwhile (the loop is in the hook)."""
+        subs = [p.socket for p in self.pumps.values() if p.channel.socket_type == zmq.SUB]
+        if not subs:
+            return fn()
+        done = threading.Event()
+
+        def keep_subscribing() -> None:
+            while not done.wait(0.005):
+                for sock in subs:
+                    sock.getsockopt(zmq.EVENTS)
+
+        helper = threading.Thread(target=keep_subscribing, name="zmqapp-subscribe", daemon=True)
+        helper.start()
+        try:
+            return fn()
+        finally:
+            done.set()
+            helper.join()
+
+    def _timer_callback(self, fn: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
+        async def tick() -> None:
+            if self.state != RUNNING_STATE:
+                return
+            task = asyncio.current_task()
+            if task is not None:
+                self.ticks.add(task)  # a stop waits for a tick that is running
+            try:
+                result = fn()
+                if result is not None and asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:
+                self.logger.error("timer %s failed", describe(fn), exc_info=exc)
+                if handler_failed.receivers:
+                    handler_failed.send(self.app, message=None, handler=fn, exception=exc)
+            finally:
+                if task is not None:
+                    self.ticks.discard(task)
+
+        return tick
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask this run to stop; safe from any thread, and before the run has begun."""
+        with self._lock:
+            loop = self.loop
+            if loop is None:
+                self._stop_asked = True
+                return
+        if threading.get_ident() == self.loop_thread:
+            self._request_stop()
+            return
+        try:
+            loop.call_soon_threadsafe(self._request_stop)
+        except RuntimeError:  # the loop closed meanwhile: already stopped
+            pass
+
+    def _request_stop(self) -> None:
+        self._stop_asked = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def stop_sequence(self) -> None:
+        """Stop in the documented order (see the module docstring), within the deadline."""
+        if self.state == STOPPED:
+            return
+        self.state = STOPPING
+        self.ready = False
+        try:
+            if self.started:
+                app_stopping.send(self.app)
+            await self._stop_within_deadline()
+        finally:
+            self._close()
+            await self._terminate_context()
+            self._remove_signal_handlers()
+            self.problems.flush()
+            for notice, listener in self._listeners:
+                notice.disconnect(listener)
+            self._listeners.clear()
+            self.state = STOPPED
+            if self.started:
+                app_stopped.send(self.app)
+
+    async def _stop_within_deadline(self) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = float(self.config["SHUTDOWN_TIMEOUT"])
+        deadline = loop.time() + timeout
+        for periodic in self.periodic:
+            periodic.stop()
+        self.periodic.clear()
+        pumps = list(self.pumps.values())
+        received = {pump.name: pump.stats.received for pump in pumps}
+
+        if not self.started:  # the start never finished: no handler may run
+            pumps = []
+        # 1-2. Stop taking new work; read and handle what already came in.
+        for pump in pumps:
+            pump.deadline = deadline
+            if not pump.channel.receives:
+                continue
+            if pump.channel.replies:
+                pump.set_mode(REFUSING)
+            else:
+                if pump.channel.kind.topical:
+                    unsubscribe_all(pump.socket, pump.channel)
+                pump.set_mode(DRAINING)
+                pump.release_held()
+        # Polling is fine here: this runs once per stop, for a few milliseconds.
+        while loop.time() < deadline:
+            if all(pump.settled(SETTLE) for pump in pumps) and not self.ticks:
+                break
+            await asyncio.sleep(0.002)
+        late = loop.time() >= deadline
+        for pump in pumps:
+            if pump.mode == DRAINING:
+                # Requests made by hooks still get their replies; nothing else is read.
+                pump.set_mode(HOLDING if pump.intercept is not None else IDLE)
+
+        # 3. What is still in flight at the deadline is cancelled, and said.
+        leftovers = {pump.name: len(pump.tasks) for pump in pumps if pump.tasks}
+        if leftovers or late:
+            self._report_deadline(timeout, pumps, leftovers, received)
+        tasks = [task for pump in pumps for task in pump.tasks]
+        tasks += list(self.ticks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=UNWIND)
+        for requests in self.requests.values():
+            requests.cancel_all()
+
+        # 4. Stop hooks, which may still send and request.
+        if self.hooks_began:
+            self.hooks_began = False
+            for fn in self.app.stop_hooks:
+                try:
+                    await self._run_hook(fn)
+                except Exception as exc:
+                    self.logger.error("stop hook %s failed", describe(fn), exc_info=exc)
+
+        # 5. Flush what zmqapp still queues, up to the deadline.
+        while loop.time() < deadline and any(pump.outbox for pump in pumps):
+            await asyncio.sleep(0.005)
+
+    def _report_deadline(
+        self,
+        timeout: float,
+        pumps: list[Pump],
+        leftovers: dict[str, int],
+        received: dict[str, int],
+    ) -> None:
+        for pump in pumps:
+            running = leftovers.get(pump.name, 0)
+            if running:
+                names = ", ".join(h.name for h in pump.channel.handlers) or "a receiver"
+                self.logger.warning(
+                    "stop: channel %r still had %d handler call(s) of %s running at "
+                    "SHUTDOWN_TIMEOUT (%s s); cancelling them",
+                    pump.name,
+                    running,
+                    names,
+                    timeout,
+                )
+            elif pump.channel.receives and pump.mode != IDLE and not pump.settled(SETTLE):
+                read = pump.stats.received - received.get(pump.name, 0)
+                self.logger.warning(
+                    "stop: channel %r was still receiving at SHUTDOWN_TIMEOUT (%s s), after "
+                    "reading %d message(s) during the stop; what its peers send from now on "
+                    "is lost when its socket closes",
+                    pump.name,
+                    timeout,
+                    read,
+                )
+
+    def _close(self) -> None:
+        """Close monitors, sockets, the authenticator and the thread pool."""
+        linger = int(self.config["LINGER"])
+        for pump in self.pumps.values():
+            if pump.mode == REFUSING and not pump.socket.closed:
+                pump.on_events()  # answer what arrived since, rather than drop it silently
+            lost = len(pump.outbox) + len(pump.held)
+            if lost:
+                pump.stats.dropped += len(pump.outbox)
+                self.logger.warning(
+                    "stop: channel %r had %d queued message(s) left at the deadline "
+                    "(%d to send, %d received and not handled); they are dropped",
+                    pump.name,
+                    lost,
+                    len(pump.outbox),
+                    len(pump.held),
+                )
+        for monitor in self.monitors:
+            monitor.close()
+        self.monitors.clear()
+        for pump in self.pumps.values():
+            pump.close(linger)
+            pump.channel.socket = None
+        for requests in self.requests.values():
+            requests.cancel_all()
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            busy = self.executor.busy()
+            if busy:
+                self.logger.warning(
+                    "stop: abandoning %d handler thread(s) still blocked (%s); threads cannot "
+                    "be interrupted, and they will not keep the process alive",
+                    len(busy),
+                    ", ".join(busy),
+                )
+            self.executor = None
+
+    async def _terminate_context(self) -> None:
+        """Terminate the app's own context, within ``LINGER`` and a second.
+
+        ``term()`` waits until every socket made on the context is closed. It runs in a
+        daemon thread: if it has not finished shortly, the sockets user code left open on
+        ``app.context`` are closed (their blocking calls have returned ``ETERM`` by then), and
+        if even that does not let it finish, the context is abandoned with an error logged,
+        rather than hanging the process."""
+        context = self.context
+        if context is None or not self.owns_context or context.closed:
+            return
+        loop = asyncio.get_running_loop()
+        finished = threading.Event()
+
+        def term() -> None:
+            try:
+                context.term()
+            finally:
+                finished.set()
+
+        threading.Thread(target=term, name="zmqapp-term", daemon=True).start()
+        bound = int(self.config["LINGER"]) / 1000 + UNWIND
+        give_up = loop.time() + max(bound, 0.0) + UNWIND
+        patience = loop.time() + min(0.1, bound)
+        closed_leftovers = False
+        while not finished.is_set() and loop.time() < give_up:
+            if not closed_leftovers and loop.time() >= patience:
+                closed_leftovers = True
+                leftovers = context.open_sockets() if isinstance(context, RunContext) else []
+                if leftovers:
+                    self.logger.warning(
+                        "stop: %d socket(s) made on app.context were left open (%s); closing "
+                        "them so the context can terminate. Close sockets you make in an "
+                        "on_stop hook",
+                        len(leftovers),
+                        ", ".join(repr(sock) for sock in leftovers),
+                    )
+                    for sock in leftovers:
+                        sock.close(linger=0)
+            await asyncio.sleep(0.005)
+        if not finished.is_set():
+            self.logger.error(
+                "stop: the ZeroMQ context did not terminate within %.1f s; abandoning it",
+                give_up - patience,
+            )
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        """SIGINT and SIGTERM stop; SIGHUP reads authorized keys again (when config has
+        secured channels: installed after the config is applied, so keys from config count)."""
+        if not self.install_signal_handlers:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        wanted: dict[int, Callable[..., None]] = {
+            _signal.SIGINT: self._on_signal,
+            _signal.SIGTERM: self._on_signal,
+        }
+        if any(security.needs_zap(c) for c in self.app.channels.values()):
+            wanted[_signal.SIGHUP] = self._on_reload
+        for signum, handler in wanted.items():
+            try:
+                loop.add_signal_handler(signum, handler, signum)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
+                continue
+            self._signals.append(signum)
+
+    def _remove_signal_handlers(self) -> None:
+        if self._signals and self.loop is not None and not self.loop.is_closed():
+            for signum in self._signals:
+                self.loop.remove_signal_handler(signum)
+        self._signals.clear()
+
+    def _on_signal(self, signum: int) -> None:
+        self.logger.info("received %s, stopping", _signal.Signals(signum).name)
+        self._request_stop()
+
+    def _on_reload(self, signum: int) -> None:
+        self.logger.info("received SIGHUP: reading authorized keys again")
+        try:
+            self.reload_keys()
+        except Exception as exc:
+            self.logger.error("could not reload keys: %s", exc)
+
+    def reload_keys(self) -> None:
+        """Read every channel's ``authorized_keys`` directory again (on the loop)."""
+        if self.authenticator is not None:
+            self.call(self.authenticator.reload)
+
+    # -- crossing threads ----------------------------------------------------------------------
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self.loop_thread
+
+    def soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop: now on the loop's thread, else at its next turn."""
+        if self.on_loop_thread():
+            fn()
+        elif self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(fn)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(*args)`` on the loop's thread and return its result, from any thread.
+
+        This and :meth:`call_async` are the one way into a run from another thread or loop.
+        """
+        if self.on_loop_thread():
+            return fn(*args)
+        loop = self.loop
+        if loop is None or self.state == STOPPED:
+            raise NotRunning(f"app {self.app.name!r} is not running")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:
+            raise NotRunning(f"app {self.app.name!r} is not running") from None
+        while True:
+            try:
+                return future.result(timeout=0.25)
+            except concurrent.futures.TimeoutError:
+                if self.state == STOPPED or loop.is_closed():
+                    future.cancel()
+                    raise NotRunning(f"app {self.app.name!r} stopped first") from None
+
+    async def call_async(
+        self, coroutine_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> T:
+        """Await ``coroutine_fn(*args)`` on the run's loop, from any loop."""
+        if self.on_loop_thread():
+            return await coroutine_fn(*args)
+        return await asyncio.wrap_future(self._submit(coroutine_fn, *args))
+
+    def call_blocking(self, coroutine_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Run ``coroutine_fn(*args)`` on the run's loop and wait for it, from a plain thread."""
+        if self.on_loop_thread():
+            raise RuntimeError(
+                "this would block the app's own loop; await the async version instead"
+            )
+        future = self._submit(coroutine_fn, *args)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise NotRunning(f"app {self.app.name!r} stopped first") from None
+
+    def _submit(
+        self, coroutine_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> concurrent.futures.Future[T]:
+        """Start ``coroutine_fn(*args)`` as a task on the loop; its future, for any thread.
+        The coroutine is made on the loop, so a closed loop never leaves one un-awaited."""
+        loop = self.loop
+        if loop is None or self.state == STOPPED:
+            raise NotRunning(f"app {self.app.name!r} is not running")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def start() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            task = loop.create_task(coroutine_fn(*args))
+
+            def done(task: asyncio.Task[T]) -> None:
+                if task.cancelled():
+                    future.cancel()
+                elif (error := task.exception()) is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(task.result())
+
+            task.add_done_callback(done)
+
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:
+            raise NotRunning(f"app {self.app.name!r} is not running") from None
+        return future
+
+    # -- what pumps ask for --------------------------------------------------------------------
+
+    def run_in_thread(self, call: Callable[[], Any]) -> Awaitable[Any]:
+        """Run a blocking handler in the run's daemon thread pool."""
+        if self.executor is None:
+            threads = self.config.get("THREADS")
+            self.executor = DaemonThreadPool(threads, name=f"zmqapp-{self.app.name}")
+        assert self.loop is not None
+        return self.loop.run_in_executor(self.executor, call)
+
+    def pump(self, name: str) -> Pump:
+        """The pump of channel ``name`` (for tools and the test client)."""
+        try:
+            return self.pumps[name]
+        except KeyError:
+            raise NotRunning(
+                f"app {self.app.name!r} has no socket for channel {name!r} "
+                f"({'it is ' + self.state if self.state != RUNNING_STATE else 'no such channel'})"
+            ) from None
