@@ -26,8 +26,11 @@ DEFAULTS: dict[str, Any] = {
     # High-water marks (messages) for every socket, unless its channel's options say otherwise.
     "SNDHWM": 1000,
     "RCVHWM": 1000,
-    # Largest message (bytes) a channel with a bound endpoint accepts; -1 for no limit.
+    # Largest message (bytes) a channel with a bound endpoint accepts; -1 for no limit. ZeroMQ
+    # enforces it per frame, zmqapp on the sum of a message's frames.
     "MAXMSGSIZE": 64 * 1024 * 1024,
+    # Most frames a message may have; a longer one is dropped as a decode failure.
+    "MAXFRAMES": 1024,
     # Seconds a graceful stop waits for queued messages and in-flight handlers.
     "SHUTDOWN_TIMEOUT": 5.0,
     # Messages one channel reads per wakeup before the loop lets other channels run.
@@ -42,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "ERROR_DETAIL": False,
     # Watch every socket with a ZeroMQ monitor and send socket-event signals.
     "MONITOR": False,
+    # --workers: seconds a worker's event loop may go without answering before it is replaced.
+    "WORKER_TIMEOUT": 10.0,
     # Channel name -> {option: value} overrides.
     "CHANNELS": {},
 }

@@ -1,26 +1,30 @@
-"""Socket monitoring: ZeroMQ's monitor events as ``socket-event`` signals.
+"""Socket monitoring: ZeroMQ's monitor events as signals, peer counts and log lines.
 
 A channel is monitored when it asks (``monitor=True``), when the ``MONITOR`` config key is
 set, when it uses CURVE (so failed handshakes are seen), or when something is connected to
-:data:`zmqapp.signals.socket_event` as the app starts. Events are named after libzmq's
-``ZMQ_EVENT_*`` constants, lower case: ``connected``, ``accepted``, ``disconnected``,
-``handshake_failed_auth``, ``handshake_failed_protocol`` ...
+:data:`~zmqapp.signals.socket_event`, :data:`~zmqapp.signals.peer_connected` or
+:data:`~zmqapp.signals.peer_disconnected` as the app starts. Events are named after
+libzmq's ``ZMQ_EVENT_*`` constants, lower case: ``connected``, ``accepted``,
+``disconnected``, ``handshake_failed_auth``, ``handshake_failed_protocol`` ...
+
+A monitored channel knows its connected peers: one per TCP or IPC connection, from
+``connected``/``accepted`` to ``disconnected``, by the peer's address where ZeroMQ's file
+descriptor tells it (TCP), else by the endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
-from typing import TYPE_CHECKING, Any
+import os
+import socket
+from typing import Any
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from .channel import Channel
-from .signals import socket_event
-
-if TYPE_CHECKING:
-    from .app import App
+from .signals import peer_connected, peer_disconnected, socket_event
 
 log = logging.getLogger("zmqapp")
 
@@ -28,21 +32,59 @@ log = logging.getLogger("zmqapp")
 EVENT_NAMES: dict[int, str] = {
     int(value): name[len("EVENT_") :].lower()
     for name, value in vars(zmq).items()
-    if name.startswith("EVENT_") and isinstance(value, int) and name not in ("EVENT_ALL",)
+    if name.startswith("EVENT_") and isinstance(value, int) and not name.startswith("EVENT_ALL")
+}
+#: libzmq's ZMTP and ZAP protocol error codes to their names, for handshake failures.
+PROTOCOL_ERRORS: dict[int, str] = {
+    int(value): name[len("PROTOCOL_ERROR_") :].lower()
+    for name, value in vars(zmq).items()
+    if name.startswith("PROTOCOL_ERROR_") and isinstance(value, int)
 }
 
-_WARN = {"handshake_failed_auth", "handshake_failed_protocol", "handshake_failed_no_detail"}
+_FAILED = {"handshake_failed_auth", "handshake_failed_protocol", "handshake_failed_no_detail"}
+_EVENT = int(zmq.EVENT_ALL)
+
+
+def describe_value(event: str, value: int) -> str:
+    """An event's value as a person reads it: an errno name, a protocol error, a ZAP status."""
+    if event == "handshake_failed_protocol":
+        return PROTOCOL_ERRORS.get(value, f"protocol error {value:#x}")
+    if event == "handshake_failed_auth":
+        return f"ZAP status {value}"
+    if event in ("handshake_failed_no_detail", "bind_failed", "accept_failed", "close_failed"):
+        name = errno.errorcode.get(value)
+        return f"{name}: {os.strerror(value)}" if name else str(value)
+    if event == "connect_retried":
+        return f"retrying in {value} ms"
+    return str(value)
+
+
+def _peer_address(fd: int, endpoint: str) -> str:
+    """The remote address of a TCP connection libzmq owns (``tcp://ip:port``), else
+    ``endpoint``. The descriptor is duplicated and only asked for its peer."""
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            host, port = sock.getpeername()[:2]
+    except OSError:
+        return endpoint
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
 class SocketMonitor:
-    """Reads one socket's monitor events on the app's loop and sends them as signals."""
+    """Reads one socket's monitor events on the loop: signals, peers, problems logged."""
 
-    def __init__(self, app: App, channel: Channel, sock: zmq.Socket[Any]) -> None:
+    def __init__(self, app: Any, channel: Channel, sock: zmq.Socket[Any]) -> None:
         self.app = app
         self.channel = channel
         self.socket = sock
         self.loop = asyncio.get_running_loop()
-        self.monitor: zmq.Socket[Any] = sock.get_monitor_socket()
+        #: Connected peers: libzmq's descriptor of each connection -> the peer's address.
+        self.peers: dict[int, str] = {}
+        #: How many handshakes failed, by event name.
+        self.failures: dict[str, int] = {}
+        self.monitor: zmq.Socket[Any] = sock.get_monitor_socket(_EVENT)
         self.fd = self.monitor.FD
         self.loop.add_reader(self.fd, self.read)
         self.loop.call_soon(self.read)  # events may already be queued (binds happened first)
@@ -55,23 +97,41 @@ class SocketMonitor:
                 frames = monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
-                event = parse_monitor_message(frames)
-            except Exception:  # pragma: no cover - libzmq sends what pyzmq parses
+            if len(frames) != 2 or len(frames[0]) != 6:  # pragma: no cover - libzmq's format
                 continue
-            name = EVENT_NAMES.get(int(event["event"]), str(event["event"]))
-            endpoint = bytes(event["endpoint"]).decode(errors="replace")
-            value = event["value"]
-            if name in _WARN:
-                self.channel.stats.handshake_failed += 1
-                log.warning("channel %r: %s on %s (%s)", self.channel.name, name, endpoint, value)
-            if socket_event.receivers:
-                socket_event.send(
-                    self.app, channel=self.channel, event=name, endpoint=endpoint, value=value
-                )
+            number = int.from_bytes(frames[0][:2], "little")
+            value = int.from_bytes(frames[0][2:], "little")
+            self.handle(
+                EVENT_NAMES.get(number, str(number)), value, frames[1].decode(errors="replace")
+            )
+
+    def handle(self, name: str, value: int, endpoint: str) -> None:
+        channel = self.channel
+        if name in ("connected", "accepted"):
+            address = endpoint if name == "connected" else _peer_address(value, endpoint)
+            self.peers[value] = address
+            if peer_connected.receivers:
+                peer_connected.send(self.app, channel=channel, address=address)
+        elif name == "disconnected":
+            address = self.peers.pop(value, endpoint)
+            if peer_disconnected.receivers:
+                peer_disconnected.send(self.app, channel=channel, address=address)
+        elif name in _FAILED:
+            channel.stats.handshake_failed += 1
+            self.failures[name] = self.failures.get(name, 0) + 1
+            log.warning(
+                "channel %r: %s on %s (%s)",
+                channel.name,
+                name.replace("_", " "),
+                endpoint,
+                describe_value(name, value),
+                extra={"channel": channel.name, "peer": endpoint},
+            )
+        if socket_event.receivers:
+            socket_event.send(self.app, channel=channel, event=name, endpoint=endpoint, value=value)
 
     def close(self) -> None:
-        self.read()  # deliver what is left (e.g. 'closed'-adjacent events already queued)
+        self.read()  # deliver what is left
         self.loop.remove_reader(self.fd)
         try:
             self.socket.disable_monitor()

@@ -112,7 +112,7 @@ class Pump:
         self.error_detail = bool(config["ERROR_DETAIL"])
         self.maxframes = int(channel.maxframes or config.get("MAXFRAMES") or 0) or None
         limit = channel.maxmsgsize
-        if limit is None:
+        if limit is None and any(e.bind for e in channel.endpoints):
             limit = config.get("MAXMSGSIZE")
         self.maxsize = int(limit) if limit is not None and int(limit) >= 0 else None
         self.fd = sock.FD

@@ -55,6 +55,8 @@ from .signals import (
     app_stopped,
     app_stopping,
     handler_failed,
+    peer_connected,
+    peer_disconnected,
     socket_event,
 )
 from .sockets import RunContext, open_socket, unsubscribe_all
@@ -199,7 +201,12 @@ class Runtime:
 
     def _watch(self, channel: Channel, sock: zmq.Socket[Any]) -> None:
         """Start monitoring ``sock`` if ``channel`` is to be monitored (before it binds)."""
-        wanted = self.config.get("MONITOR") or socket_event.receivers
+        wanted = (
+            self.config.get("MONITOR")
+            or socket_event.receivers
+            or peer_connected.receivers
+            or peer_disconnected.receivers
+        )
         if wanted or channel.monitor or channel.security:
             self.monitors.append(SocketMonitor(self.app, channel, sock))
 

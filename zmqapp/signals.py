@@ -30,3 +30,9 @@ decode_failed = _signals.signal("decode-failed")
 message_sent = _signals.signal("message-sent")
 #: A socket monitor event: ``channel``, ``event`` (name), ``endpoint``, ``value``.
 socket_event = _signals.signal("socket-event")
+#: A peer connected to a monitored channel: ``channel`` and ``address`` (the peer's
+#: ``tcp://ip:port`` where ZeroMQ tells it, else the endpoint).
+peer_connected = _signals.signal("peer-connected")
+#: A peer's connection closed (it left, died, or stopped answering heartbeats): ``channel``
+#: and ``address``.
+peer_disconnected = _signals.signal("peer-disconnected")

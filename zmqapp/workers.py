@@ -3,41 +3,41 @@
 Each endpoint the app *binds* is bound by the parent instead, in a libzmq proxy device
 (``zmq.proxy_steerable`` in a thread), and the workers connect to the proxy's other side over
 ipc. Endpoints the app *connects* to are connected by every worker. So a worker pool looks to
-its peers exactly like one process of the app, on the same addresses.
+its peers exactly like one process of the app, on the same addresses. Which proxy each
+socket type gets is in :data:`zmqapp.socket_types.KINDS` (``proxy``).
 
-==========================  ================  ===============  ==============================
-channel type                parent's side     workers' side    effect
-==========================  ================  ===============  ==============================
-PULL                        PULL -> PUSH      PULL connects    messages shared among workers
-PUSH                        PUSH <- PULL      PUSH connects    workers' messages merged
-REP, ROUTER                 ROUTER <-> DEALER REP/ROUTER conn. requests shared, replies routed
-PUB, XPUB                   XPUB <-> XSUB     PUB/XPUB conn.   workers publish on one address
-SUB, XSUB                   XSUB <-> XPUB     SUB/XSUB conn.   every worker gets every message
-DEALER                      DEALER <-> DEALER DEALER connects  messages shared both ways
-==========================  ================  ===============  ==============================
+The parent talks to each worker over a socket pair of its own (newline-delimited JSON): it
+asks for a stop, and checks every second that the worker's event loop still answers. The
+worker stops by itself when that socket closes, so workers never outlive their parent,
+however it died. A worker that dies is logged and replaced (with a growing delay if it keeps
+dying at once); one that stops answering for ``WORKER_TIMEOUT`` seconds is killed, logged
+with its pid and its threads' stacks, and replaced.
 
-A bound PAIR or REQ cannot be shared (PAIR is one-to-one, REQ waits for one reply) and is
-refused. The parent supervises: a worker that dies is logged and replaced (with a growing
-delay if it keeps dying at once). SIGTERM or SIGINT to the parent stops everything gracefully,
-in an order that loses nothing received: the proxies of one-way channels (PULL, SUB, ...)
-unbind their public endpoint and hand what they had queued to the workers; then the workers
-stop as ``app.run()`` does (handling what is queued, finishing in-flight work); the proxies
-close last, so replies to requests in flight still reach their clients.
+A stop (SIGTERM or SIGINT to the parent) keeps what was received, within
+``SHUTDOWN_TIMEOUT``: the proxies of one-way inbound channels (PULL, SUB, XSUB) keep their
+connections and hand everything queued to the still running workers until their public
+socket has been empty for a moment; then the workers stop as ``app.run()`` does (handling
+what is queued, refusing queued requests, finishing in-flight work); the proxies close last,
+so replies still reach their clients. A worker that has not exited by the deadline (plus
+``LINGER`` and a second) is killed, and the pool exits 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import json
 import logging
-import multiprocessing as mp
-import multiprocessing.connection
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,32 +46,23 @@ import zmq
 from .app import App
 from .channel import Channel, Endpoint
 from .errors import SetupError
-from .signals import app_started
-from .socket_types import INBOUND_ONLY
+from .signals import app_started, app_stopping, peer_connected
+from .socket_types import INBOUND_ONLY, KINDS
 from .sockets import set_option, socket_options
 
 log = logging.getLogger("zmqapp.workers")
-
-#: Channel type -> (parent's public socket type, parent's socket type toward the workers).
-PROXIES: dict[int, tuple[int, int]] = {
-    zmq.PULL: (zmq.PULL, zmq.PUSH),
-    zmq.PUSH: (zmq.PUSH, zmq.PULL),
-    zmq.REP: (zmq.ROUTER, zmq.DEALER),
-    zmq.ROUTER: (zmq.ROUTER, zmq.DEALER),
-    zmq.PUB: (zmq.XPUB, zmq.XSUB),
-    zmq.XPUB: (zmq.XPUB, zmq.XSUB),
-    zmq.SUB: (zmq.XSUB, zmq.XPUB),
-    zmq.XSUB: (zmq.XSUB, zmq.XPUB),
-    zmq.DEALER: (zmq.DEALER, zmq.DEALER),
-}
 
 #: How long a worker must live to count as started, the longest restart delay, and how many
 #: quick deaths in a row make the supervisor give up (the app cannot start: a bug, a config).
 QUICK_DEATH = 1.0
 MAX_RESTART_DELAY = 5.0
 GIVE_UP_AFTER = 5
-#: Seconds a stopping proxy waits for a worker to take its queued messages.
-HAND_OVER_TIMEOUT = 5.0
+#: Seconds between the parent's liveness checks of each worker.
+PING_INTERVAL = 1.0
+#: Seconds the stop gives a worker beyond the deadline (and LINGER) before killing it.
+GRACE = 1.0
+#: Seconds a hand-over waits for the public socket to stay empty before it counts as done.
+SETTLE = 0.01
 
 
 @dataclass
@@ -88,6 +79,13 @@ class Proxy:
     ready: threading.Event = field(default_factory=threading.Event)
     drained: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    deadline: float = 0.0  # time.monotonic() by which the hand-over ends
+    handed_over: int = 0
+    dropped: int = 0
+
+    @property
+    def inbound(self) -> bool:
+        return self.channel.socket_type in INBOUND_ONLY
 
     def start(self, context: zmq.Context[Any]) -> None:
         control_address = f"inproc://zmqapp-proxy-{id(self)}"
@@ -105,7 +103,9 @@ class Proxy:
             raise self.error
 
     def _run(self, context: zmq.Context[Any], control_address: str) -> None:
-        public_type, private_type = PROXIES[self.channel.socket_type]
+        kind = KINDS[self.channel.socket_type]
+        assert kind.proxy is not None
+        public_type, private_type = kind.proxy
         public = context.socket(public_type)
         private = context.socket(private_type)
         control = context.socket(zmq.PAIR)
@@ -136,16 +136,18 @@ class Proxy:
             return
         self.ready.set()
         try:
-            # Phase 1: serve until told to stop.
+            # Serving, until the stop begins.
             zmq.proxy_steerable(public, private, None, control)
-            # Phase 2: stopping. Stop taking new messages from outside where that loses
-            # nothing already received (inbound-only sockets keep what is queued after an
-            # unbind), hand the queue to the workers, then keep forwarding (replies!) until
-            # the workers are gone.
-            if self.channel.socket_type in INBOUND_ONLY:
+            if self.inbound:
+                # One-way inbound: keep the connections (an unbind would throw away what the
+                # kernel and libzmq hold), hand what came in to the workers, then take no more.
                 self._hand_over(public, private)
-            self.drained.set()
-            zmq.proxy_steerable(public, private, None, control)
+                self.drained.set()
+                control.recv()  # until told to close
+            else:
+                # Two-way and outbound: keep forwarding (replies, the workers' last sends).
+                self.drained.set()
+                zmq.proxy_steerable(public, private, None, control)
         except zmq.ContextTerminated:  # pragma: no cover - only if closing went wrong
             pass
         finally:
@@ -154,47 +156,56 @@ class Proxy:
                 sock.close()
 
     def _hand_over(self, public: zmq.Socket[Any], private: zmq.Socket[Any]) -> None:
-        """Unbind the public side and pass its queue on, giving up after HAND_OVER_TIMEOUT
-        without a worker taking a message (when none is left), and saying what was lost."""
-        try:
-            public.unbind(self.bound)
-        except zmq.ZMQError:
-            pass
-        private.setsockopt(zmq.SNDTIMEO, int(HAND_OVER_TIMEOUT * 1000))
+        """Pass what the public socket received to the workers, until it has been empty for
+        a moment or the deadline passes; say what could not be handed over."""
+        poller = zmq.Poller()
+        poller.register(public, zmq.POLLIN)
         while True:
-            try:
-                frames = public.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not poller.poll(int(SETTLE * 1000)):
+                return  # empty, and it stayed empty: done
+            frames = public.recv_multipart(zmq.NOBLOCK)
+            private.setsockopt(zmq.SNDTIMEO, max(1, int(left * 1000)))
             try:
                 private.send_multipart(frames)
             except zmq.Again:
-                lost = 1
-                while public.poll(0):
-                    public.recv_multipart()
-                    lost += 1
-                log.error(
-                    "channel %r: no worker took a message for %s s while stopping; %d queued "
-                    "messages were dropped",
-                    self.channel.name,
-                    HAND_OVER_TIMEOUT,
-                    lost,
-                )
-                return
+                self.dropped += 1
+                break
+            self.handed_over += 1
+        while public.poll(0):
+            public.recv_multipart()
+            self.dropped += 1
+        if self.dropped:
+            log.error(
+                "channel %r: the stop's deadline passed before the workers took everything; "
+                "%d received message(s) were dropped",
+                self.channel.name,
+                self.dropped,
+            )
+        else:
+            log.warning(
+                "channel %r: still receiving at the stop's deadline; what its peers send from "
+                "now on is not taken",
+                self.channel.name,
+            )
 
     def command(self, word: bytes) -> None:
         assert self.control is not None
         self.control.send(word)
 
-    def stop_taking(self) -> None:
-        """End phase 1: stop taking new messages from outside; ``drained`` is set after."""
+    def stop_taking(self, deadline: float) -> None:
+        """Begin the stop: hand over (inbound proxies) until ``deadline``."""
+        self.deadline = deadline
         if self.thread is not None and self.thread.is_alive() and not self.drained.is_set():
             self.command(b"TERMINATE")
 
     def close(self) -> None:
         """End whichever phase the proxy is in, and close it."""
         if self.thread is not None and self.thread.is_alive():
-            self.stop_taking()
+            if not self.drained.is_set():
+                self.stop_taking(time.monotonic())
             self.drained.wait(10)
             self.command(b"TERMINATE")
             self.thread.join(10)
@@ -218,7 +229,7 @@ def plan(app: App, ipc_dir: str) -> tuple[list[Proxy], dict[str, list[str]]]:
                 "parent's proxy would have to check clients, and the workers could not tell "
                 "who sent what. Run it with --workers 1, or let the secured channel connect"
             )
-        if channel.socket_type not in PROXIES:
+        if channel.kind.proxy is None:
             raise SetupError(
                 f"channel {channel.name!r} binds a {channel.type_name} socket, which cannot be "
                 f"shared by several workers ({channel.type_name} talks to one peer at a time); "
@@ -252,174 +263,469 @@ def run_workers(
     log_level: str,
 ) -> int:
     """Run ``count`` worker processes of ``app`` under supervision; return the exit code."""
-    ipc_dir = tempfile.mkdtemp(prefix="zmqapp-")
-    context: zmq.Context[Any] = zmq.Context()
-    proxies: list[Proxy] = []
-    try:
-        proxies, endpoints = plan(app, ipc_dir)
-        for proxy in proxies:
-            proxy.start(context)
-            log.info(
-                "channel %r: %s is bound here and shared by %d workers (%s proxy)",
-                proxy.channel.name,
-                proxy.bound,
-                count,
-                "/".join(zmq.SocketType(t).name for t in PROXIES[proxy.channel.socket_type]),
-            )
-        worker_args = (app_spec, config_file, list(settings), endpoints, log_level)
-        return Supervisor(count, worker_args).run(proxies)
-    finally:
-        for proxy in proxies:
-            proxy.close()
-        context.term()
-        shutil.rmtree(ipc_dir, ignore_errors=True)
+    supervisor = Supervisor(app, count, app_spec, config_file, settings, log_level)
+    return asyncio.run(supervisor.run())
+
+
+@dataclass
+class Worker:
+    """One worker process, as the parent sees it."""
+
+    slot: int
+    proc: subprocess.Popen[bytes]
+    link: socket.socket
+    started: float
+    answered: float
+    ready: bool = False
+    stopping: bool = False
+    status: dict[str, Any] = field(default_factory=dict)
+    buffer: bytes = b""
 
 
 class Supervisor:
     """Starts, watches and restarts worker processes; stops them on SIGTERM/SIGINT."""
 
-    def __init__(self, count: int, worker_args: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        app: App,
+        count: int,
+        app_spec: str,
+        config_file: str | None,
+        settings: Sequence[tuple[list[str], Any]],
+        log_level: str,
+    ) -> None:
+        self.app = app
         self.count = count
-        self.worker_args = worker_args
-        self.mp = mp.get_context("spawn")
-        self.workers: dict[int, tuple[mp.process.BaseProcess, float]] = {}  # slot -> (proc, start)
+        self.app_spec = app_spec
+        self.config_file = config_file
+        self.settings = list(settings)
+        self.log_level = log_level
+        self.workers: dict[int, Worker] = {}
         self.quick_deaths: dict[int, int] = {}
-        self.restart_at: dict[int, float] = {}
+        self.proxies: list[Proxy] = []
+        self.endpoints: dict[str, list[str]] = {}
+        self.ipc_dir = ""
         self.stopping = False
         self.gave_up = False
-        self._wake_r, self._wake_w = self.mp.Pipe(duplex=False)
+        self.killed = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._restarts: dict[int, asyncio.TimerHandle] = {}
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    # -- the pool's life -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = self.loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        # Signals first: a stop asked at any moment of the start is a graceful one.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        self.ipc_dir = tempfile.mkdtemp(prefix="zmqapp-")
+        context: zmq.Context[Any] = zmq.Context()
+        try:
+            self.proxies, self.endpoints = plan(self.app, self.ipc_dir)
+            for proxy in self.proxies:
+                proxy.start(context)
+                log.info(
+                    "channel %r: %s is bound here and shared by %d workers (%s proxy)",
+                    proxy.channel.name,
+                    proxy.bound,
+                    self.count,
+                    "/".join(KINDS[t].name for t in KINDS[proxy.channel.socket_type].proxy or ()),
+                )
+            if not self.stopping:
+                for slot in range(self.count):
+                    self.start(slot)
+            pings = loop.create_task(self._ping_forever())
+            await self._stop_event.wait()
+            pings.cancel()
+            return await self._stop()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            for worker in list(self.workers.values()):
+                self._forget(worker)
+                if worker.proc.poll() is None:
+                    worker.proc.kill()
+                    worker.proc.wait()
+            for proxy in self.proxies:
+                proxy.close()
+            context.destroy(linger=0)
+            shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+    def _on_signal(self, signum: int) -> None:
         if not self.stopping:
             log.info("received %s: stopping the workers gracefully", signal.Signals(signum).name)
+        self._begin_stop()
+
+    def _begin_stop(self) -> None:
         self.stopping = True
-        try:
-            self._wake_w.send_bytes(b"!")
-        except OSError:  # pragma: no cover - only during interpreter teardown
-            pass
+        for handle in self._restarts.values():
+            handle.cancel()
+        self._restarts.clear()
+        if self._stop_event is not None:
+            self._stop_event.set()
 
     def start(self, slot: int) -> None:
-        proc = self.mp.Process(
-            target=worker_main, args=(slot, *self.worker_args), name=f"zmqapp-worker-{slot}"
+        """Start the worker of ``slot``, connected to the parent by a socket pair."""
+        assert self.loop is not None
+        parent_end, child_end = socket.socketpair()
+        spec = {
+            "slot": slot,
+            "app": self.app_spec,
+            "config": self.config_file,
+            "settings": self.settings,
+            "endpoints": self.endpoints,
+            "log_level": self.log_level,
+            "link": child_end.fileno(),
+            "ipc_dir": self.ipc_dir,
+            "parent": os.getpid(),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zmqapp.workers", json.dumps(spec)],
+            pass_fds=(child_end.fileno(),),
         )
-        proc.start()
-        self.workers[slot] = (proc, time.monotonic())
+        child_end.close()
+        parent_end.setblocking(False)
+        now = time.monotonic()
+        worker = Worker(slot, proc, parent_end, started=now, answered=now)
+        self.workers[slot] = worker
+        self.loop.add_reader(parent_end.fileno(), self._read, worker)
         log.info("worker %d started (pid %s)", slot, proc.pid)
 
-    def run(self, proxies: list[Proxy]) -> int:
-        previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
+    def _forget(self, worker: Worker) -> None:
+        assert self.loop is not None
+        if self.workers.get(worker.slot) is worker:
+            del self.workers[worker.slot]
         try:
-            for slot in range(self.count):
-                self.start(slot)
-            while not self.stopping:
-                self._watch()
-            return self._stop(proxies)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self.loop.remove_reader(worker.link.fileno())
+        except (ValueError, OSError):  # already closed
+            pass
+        worker.link.close()
 
-    def _watch(self) -> None:
-        """Wait for a worker to die, a signal, or a pending restart; replace dead workers."""
-        timeout = None
-        if self.restart_at:
-            timeout = max(0.0, min(self.restart_at.values()) - time.monotonic())
-        sentinels = {proc.sentinel: slot for slot, (proc, _) in self.workers.items()}
-        ready = mp.connection.wait([*sentinels, self._wake_r], timeout)
-        if self._wake_r in ready:
-            self._wake_r.recv_bytes()
+    def _read(self, worker: Worker) -> None:
+        """A worker said something, or its end closed (it exited)."""
+        try:
+            data = worker.link.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._died(worker)
+            return
+        worker.buffer += data
+        *lines, worker.buffer = worker.buffer.split(b"\n")
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:  # pragma: no cover - workers write JSON
+                continue
+            worker.answered = time.monotonic()
+            op = message.get("op")
+            if op == "ready":
+                worker.ready = True
+                log.info("worker %d (pid %s) is ready", worker.slot, worker.proc.pid)
+            elif op == "pong":
+                worker.status = message.get("status") or {}
+
+    def _send(self, worker: Worker, message: dict[str, Any]) -> None:
+        try:
+            worker.link.send(json.dumps(message).encode() + b"\n")
+        except OSError:  # it is gone; its end-of-file will say so
+            pass
+
+    def _died(self, worker: Worker) -> None:
+        self._forget(worker)
+        code = worker.proc.wait()
         if self.stopping:
             return
-        for sentinel in ready:
-            if not isinstance(sentinel, int) or sentinel not in sentinels:
-                continue
-            slot = sentinels[sentinel]
-            proc, started = self.workers.pop(slot)
-            proc.join()
-            lived = time.monotonic() - started
-            quick = self.quick_deaths[slot] = (
-                self.quick_deaths.get(slot, 0) + 1 if lived < QUICK_DEATH else 0
-            )
-            if quick >= GIVE_UP_AFTER:
-                log.error(
-                    "worker %d died within %.0f s of starting %d times in a row (last exit code "
-                    "%s); giving up: fix what makes it fail (see its log above)",
-                    slot,
-                    QUICK_DEATH,
-                    quick,
-                    proc.exitcode,
-                )
-                self.gave_up = self.stopping = True
-                return
-            delay = min(MAX_RESTART_DELAY, 0.1 * 2**quick) if quick else 0.0
-            log.warning(
-                "worker %d (pid %s) exited with code %s after %.1f s; restarting it%s",
+        lived = time.monotonic() - worker.started
+        slot = worker.slot
+        quick = self.quick_deaths[slot] = (
+            self.quick_deaths.get(slot, 0) + 1 if lived < QUICK_DEATH else 0
+        )
+        if quick >= GIVE_UP_AFTER:
+            log.error(
+                "worker %d died within %.0f s of starting %d times in a row (last exit code "
+                "%s); giving up: fix what makes it fail (see its log above)",
                 slot,
-                proc.pid,
-                proc.exitcode,
-                lived,
-                f" in {delay:.1f} s" if delay else "",
+                QUICK_DEATH,
+                quick,
+                code,
             )
-            self.restart_at[slot] = time.monotonic() + delay
-        now = time.monotonic()
-        for slot, when in list(self.restart_at.items()):
-            if when <= now:
-                del self.restart_at[slot]
+            self.gave_up = True
+            self._begin_stop()
+            return
+        delay = min(MAX_RESTART_DELAY, 0.1 * 2**quick) if quick else 0.0
+        log.warning(
+            "worker %d (pid %s) exited with code %s after %.1f s; restarting it%s",
+            slot,
+            worker.proc.pid,
+            code,
+            lived,
+            f" in {delay:.1f} s" if delay else "",
+        )
+        self._restart_later(slot, delay)
+
+    def _restart_later(self, slot: int, delay: float) -> None:
+        assert self.loop is not None
+
+        def restart() -> None:
+            self._restarts.pop(slot, None)
+            if not self.stopping:
                 self.start(slot)
 
-    def _stop(self, proxies: list[Proxy]) -> int:
-        # 1. Inbound proxies stop taking new messages and hand their queue to the workers.
-        for proxy in proxies:
-            proxy.stop_taking()
-        for proxy in proxies:
-            proxy.drained.wait(10)
-        # 2. The workers stop as app.run() does: queued messages handled, in-flight finished.
-        for proc, _ in self.workers.values():
-            if proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)  # type: ignore[arg-type]
+        self._restarts[slot] = self.loop.call_later(delay, restart)
+
+    async def _ping_forever(self) -> None:
+        """Ask every worker's loop for a sign of life each second; replace one that has not
+        answered for WORKER_TIMEOUT seconds."""
+        timeout = float(self.app.config.get("WORKER_TIMEOUT") or 10.0)
+        while True:
+            await asyncio.sleep(PING_INTERVAL)
+            now = time.monotonic()
+            for worker in list(self.workers.values()):
+                if worker.stopping:
+                    continue
+                if now - worker.answered > timeout:
+                    self._hung(worker, now - worker.answered)
+                else:
+                    self._send(worker, {"op": "ping"})
+
+    def _hung(self, worker: Worker, silent: float) -> None:
+        pid = worker.proc.pid
+        state = _process_state(pid)
+        busy = worker.status.get("in_flight") or {}
+        doing = ", ".join(f"{name}: {n}" for name, n in busy.items()) or "no coroutine handlers"
+        log.error(
+            "worker %d (pid %s) has not answered for %.1f s (WORKER_TIMEOUT; process state: "
+            "%s; in flight at its last answer: %s); killing and replacing it. Its threads' "
+            "stacks follow if it could still print them",
+            worker.slot,
+            pid,
+            silent,
+            state,
+            doing,
+        )
+        try:
+            os.kill(pid, signal.SIGUSR1)  # faulthandler prints every thread's stack
+        except OSError:
+            pass
+        assert self.loop is not None
+        self.loop.call_later(0.5, _kill, worker.proc)
+        worker.stopping = True  # its death restarts it through _died, as for any death
+        worker.started = time.monotonic() - QUICK_DEATH  # a hang is not a quick death
+
+    async def _stop(self) -> int:
+        """Hand over, stop the workers, close the proxies: within SHUTDOWN_TIMEOUT."""
+        config = self.app.config
+        timeout = float(config["SHUTDOWN_TIMEOUT"])
+        linger = int(config["LINGER"]) / 1000
+        deadline = time.monotonic() + timeout
+        # 1. Inbound proxies hand what they received to the (still running) workers.
+        for proxy in self.proxies:
+            proxy.stop_taking(deadline)
+        while not all(p.drained.is_set() for p in self.proxies) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        # 2. The workers stop as app.run() does, within what is left of the deadline.
+        left = max(0.5, deadline - time.monotonic())
+        for worker in self.workers.values():
+            worker.stopping = True
+            self._send(worker, {"op": "stop", "timeout": left})
+        kill_at = time.monotonic() + left + linger + GRACE
+        while self.workers and time.monotonic() < kill_at:
+            await asyncio.sleep(0.01)
         code = 1 if self.gave_up else 0
-        for slot, (proc, _) in sorted(self.workers.items()):
-            proc.join()
-            if proc.exitcode != 0:
-                log.warning("worker %d exited with code %s while stopping", slot, proc.exitcode)
+        for worker in list(self.workers.values()):
+            log.error(
+                "worker %d (pid %s) did not stop within SHUTDOWN_TIMEOUT (%s s); killing it",
+                worker.slot,
+                worker.proc.pid,
+                timeout,
+            )
+            _kill(worker.proc)
+            self._forget(worker)
+            code = 1
+        for proxy in self.proxies:
+            if proxy.dropped:
                 code = 1
         log.info("all workers stopped")
         return code
 
 
-def worker_main(
-    slot: int,
-    app_spec: str,
-    config_file: str | None,
-    settings: list[tuple[list[str], Any]],
-    endpoints: dict[str, list[str]],
-    log_level: str,
-) -> None:
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+
+
+def _process_state(pid: int) -> str:
+    """The kernel's word for a process's state (Linux), e.g. 'stopped', 'sleeping'."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            code = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "unknown"
+    names = {"R": "running", "S": "sleeping", "D": "in uninterruptible I/O", "T": "stopped",
+             "t": "stopped by a tracer", "Z": "zombie"}  # fmt: skip
+    return names.get(code, code)
+
+
+# -- the worker's side ---------------------------------------------------------------------------
+
+
+class ParentLink:
+    """A worker's end of the socket pair to the parent, read on the app's loop."""
+
+    def __init__(self, app: App, sock: socket.socket, on_parent_gone: Callable[[], None]) -> None:
+        self.app = app
+        self.sock = sock
+        self.on_parent_gone = on_parent_gone
+        self.buffer = b""
+        self.loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self.read)
+
+    def read(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            self.on_parent_gone()
+            return
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:  # pragma: no cover - the parent writes JSON
+                continue
+            op = message.get("op")
+            if op == "ping":
+                self.send({"op": "pong", "status": self.status()})
+            elif op == "stop":
+                timeout = message.get("timeout")
+                if isinstance(timeout, (int, float)):
+                    current = float(self.app.config["SHUTDOWN_TIMEOUT"])
+                    self.app.config["SHUTDOWN_TIMEOUT"] = min(current, float(timeout))
+                self.app.stop()
+
+    def status(self) -> dict[str, Any]:
+        runtime = self.app.runtime
+        if runtime is None:
+            return {}
+        busy = {name: pump.in_flight for name, pump in runtime.pumps.items() if pump.in_flight}
+        return {"state": runtime.state, "in_flight": busy}
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.sock.send(json.dumps(message).encode() + b"\n")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
+def worker_main(spec: dict[str, Any]) -> int:
     """A worker process: load the app as the parent did, connect where the parent binds, run.
 
     SIGINT is ignored (a terminal's Ctrl-C reaches every process in the group, but the parent
-    decides the order of a stop); SIGTERM, which the parent sends, stops the app gracefully.
+    decides the order of a stop); SIGTERM stops this worker gracefully; SIGUSR1 prints every
+    thread's stack.
     """
     from ._discovery import load_app
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    slot = int(spec["slot"])
     logging.basicConfig(
-        level=log_level.upper(),
+        level=str(spec["log_level"]).upper(),
         format=f"%(asctime)s %(levelname)s %(name)s [worker {slot}]: %(message)s",
     )
-    app = load_app(app_spec, config_file, settings)
-    for name, addresses in endpoints.items():
+    link = socket.socket(fileno=int(spec["link"]))
+    try:
+        app = load_app(spec["app"], spec["config"], [tuple(s) for s in spec["settings"]])
+    except Exception:
+        log.exception("worker %d cannot start", slot)
+        return 1
+    for name, addresses in spec["endpoints"].items():
         app.config.set_path(["CHANNELS", name, "endpoint"], addresses)
-    asyncio.run(_serve_until_sigterm(app, slot))
+    backends = {
+        name: [a[1:] for a in addresses if a.startswith(">ipc://")]
+        for name, addresses in spec["endpoints"].items()
+    }
+    try:
+        asyncio.run(_serve_worker(app, slot, link, backends, str(spec["ipc_dir"])))
+    except Exception:
+        log.exception("worker %d failed", slot)
+        return 1
+    return 0
 
 
-async def _serve_until_sigterm(app: App, slot: int) -> None:
+async def _serve_worker(
+    app: App, slot: int, link: socket.socket, backends: dict[str, list[str]], ipc_dir: str
+) -> None:
     loop = asyncio.get_running_loop()
+    parent_gone = False
+
+    def gone() -> None:
+        nonlocal parent_gone
+        parent_gone = True
+        log.warning("worker %d: the --workers parent is gone; stopping", slot)
+        app.stop()
+
+    parent = ParentLink(app, link, gone)
     loop.add_signal_handler(signal.SIGTERM, app.stop)
+    waiting = {(name, address) for name, addresses in backends.items() for address in addresses}
+    started = False
+    announced = False
+
+    def maybe_ready() -> None:
+        nonlocal announced
+        if started and not waiting and not announced:
+            announced = True
+            parent.send({"op": "ready"})
+            log.info("worker %d (pid %d) is running", slot, os.getpid())
+
+    def connected(sender: App, channel: Channel, address: str) -> None:
+        waiting.discard((channel.name, address))
+        maybe_ready()
 
     def running(sender: App) -> None:
-        log.info("worker %d (pid %d) is running", slot, os.getpid())
+        nonlocal started
+        started = True
+        maybe_ready()
+        # The proxies' ipc sockets answer at once; do not wait forever for one that does not.
+        loop.call_later(5.0, give_up_waiting)
 
+    def give_up_waiting() -> None:
+        waiting.clear()
+        maybe_ready()
+
+    def stopping(sender: App) -> None:
+        parent.send({"op": "stopping"})
+
+    peer_connected.connect(connected, sender=app, weak=False)
     app_started.connect(running, sender=app, weak=False)
-    await app.serve()
+    app_stopping.connect(stopping, sender=app, weak=False)
+    try:
+        await app.serve()
+    finally:
+        peer_connected.disconnect(connected, sender=app)
+        app_started.disconnect(running, sender=app)
+        app_stopping.disconnect(stopping, sender=app)
+        loop.remove_signal_handler(signal.SIGTERM)
+        parent.close()
+        if parent_gone:  # nobody else will clean up the parent's ipc files
+            shutil.rmtree(ipc_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(json.loads(sys.argv[1])))
