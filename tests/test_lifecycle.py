@@ -255,9 +255,13 @@ def test_a_stop_asked_before_serve_starts_is_not_lost(app: App) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_a_steady_publisher_does_not_hold_up_a_stop(app: App, running: Any, peer: Any) -> None:
-    """The final drain ends once the socket has been read empty, not when traffic stops."""
-    app.config["SHUTDOWN_TIMEOUT"] = 60  # longer than this test may take
+def test_a_steady_publisher_does_not_hold_a_stop_past_the_timeout(
+    app: App, running: Any, peer: Any
+) -> None:
+    """A SUB keeps reading what its publisher sends while it stops (a SUB cannot take back
+    its subscriptions without dropping what already arrived), but only until
+    SHUTDOWN_TIMEOUT; what is queued then is counted in the log, not lost in silence."""
+    app.config["SHUTDOWN_TIMEOUT"] = 0.5
     got: list[bytes] = []
     pub = peer(zmq.PUB, bind="tcp://127.0.0.1:*")
     app.channel("sub", endpoint=pub.last_endpoint.decode(), type="SUB")(got.append)
@@ -273,7 +277,7 @@ def test_a_steady_publisher_does_not_hold_up_a_stop(app: App, running: Any, peer
     publisher.start()
     try:
         wait_for(lambda: len(got) > 100)
-        thread.stop()
+        thread.stop()  # raises if the app has not stopped within 10 s
     finally:
         publishing.clear()
         publisher.join(10)

@@ -55,13 +55,11 @@ def test_send_from_many_threads(app: App, running: Any, peer: Any) -> None:
 
 
 def test_sends_wait_in_the_queue_until_a_peer_appears(
-    app: App, running: Any, peer: Any, ctx: Any
+    app: App, running: Any, peer: Any, tmp_path: Any
 ) -> None:
-    # Reserve a port, then free it, so the channel connects to an endpoint nobody serves yet.
-    probe = ctx.socket(zmq.PULL)
-    address = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)
-    endpoint = f"tcp://127.0.0.1:{address}"
+    # An ipc endpoint nobody serves yet. (A freed TCP port would not do: connecting to it
+    # can pick that very port as its own source port and connect to itself.)
+    endpoint = f"ipc://{tmp_path}/later.sock"
     app.add_channel("out", endpoint=endpoint, type="PUSH", options={"sndhwm": 1, "immediate": 1})
     running(app)
     for i in range(20):

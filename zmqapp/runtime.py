@@ -15,11 +15,10 @@ the hooks run; handlers get messages; timers start; the app is ready.
 Stop, in order (README: Lifecycle):
 
 1. Readiness goes false, timers stop.
-2. Channels stop taking new work but keep their connections: SUB and XSUB take back their
-   subscriptions (publishers stop sending), REP and ROUTER answer requests that are queued
-   but not started with an ``unavailable`` error reply, and every other receiving channel
-   reads and handles what already reached it, until its socket has been empty for a few
-   milliseconds.
+2. Channels stop taking new work but keep their connections: REP and ROUTER answer
+   requests that are queued but not started with an ``unavailable`` error reply; XSUB takes
+   back its subscriptions (publishers stop sending); every other receiving channel reads and
+   handles what already reached it, until its socket has been empty for a few milliseconds.
 3. In-flight handlers (coroutines, threads) and timer ticks finish. What is left at
    ``SHUTDOWN_TIMEOUT`` is cancelled (threads abandoned) and logged with a count per channel.
 4. ``on_stop`` hooks run; they may still send and request.
@@ -59,7 +58,7 @@ from .signals import (
     peer_disconnected,
     socket_event,
 )
-from .sockets import RunContext, open_socket, unsubscribe_all
+from .sockets import RunContext, open_socket, unsubscribe_upstream
 
 if TYPE_CHECKING:
     from .app import App
@@ -292,6 +291,9 @@ class Runtime:
 
     def _request_stop(self) -> None:
         self._stop_asked = True
+        if self.state == RUNNING_STATE:
+            for pump in self.pumps.values():
+                pump.pause()  # no new batch until the stop sequence says what to read
         if self._stop_event is not None:
             self._stop_event.set()
 
@@ -337,8 +339,8 @@ class Runtime:
             if pump.channel.replies:
                 pump.set_mode(REFUSING)
             else:
-                if pump.channel.kind.topical:
-                    unsubscribe_all(pump.socket, pump.channel)
+                if pump.channel.socket_type == zmq.XSUB:
+                    unsubscribe_upstream(pump.socket, pump.channel)
                 pump.set_mode(DRAINING)
                 pump.release_held()
         # Polling is fine here: this runs once per stop, for a few milliseconds.
@@ -347,7 +349,10 @@ class Runtime:
                 break
             await asyncio.sleep(0.002)
         late = loop.time() >= deadline
+        unhandled: dict[str, int] = {}
         for pump in pumps:
+            if late and pump.mode == DRAINING:
+                unhandled[pump.name] = pump.discard_queued(0.25)
             if pump.mode == DRAINING:
                 # Requests made by hooks still get their replies; nothing else is read.
                 pump.set_mode(HOLDING if pump.intercept is not None else IDLE)
@@ -355,7 +360,7 @@ class Runtime:
         # 3. What is still in flight at the deadline is cancelled, and said.
         leftovers = {pump.name: len(pump.tasks) for pump in pumps if pump.tasks}
         if leftovers or late:
-            self._report_deadline(timeout, pumps, leftovers, received)
+            self._report_deadline(timeout, pumps, leftovers, received, unhandled)
         tasks = [task for pump in pumps for task in pump.tasks]
         tasks += list(self.ticks)
         for task in tasks:
@@ -384,6 +389,7 @@ class Runtime:
         pumps: list[Pump],
         leftovers: dict[str, int],
         received: dict[str, int],
+        unhandled: dict[str, int],
     ) -> None:
         for pump in pumps:
             running = leftovers.get(pump.name, 0)
@@ -397,15 +403,17 @@ class Runtime:
                     names,
                     timeout,
                 )
-            elif pump.channel.receives and pump.mode != IDLE and not pump.settled(SETTLE):
-                read = pump.stats.received - received.get(pump.name, 0)
+            dropped = unhandled.get(pump.name, 0)
+            if dropped:
+                read = pump.stats.received - received.get(pump.name, 0) - dropped
                 self.logger.warning(
-                    "stop: channel %r was still receiving at SHUTDOWN_TIMEOUT (%s s), after "
-                    "reading %d message(s) during the stop; what its peers send from now on "
-                    "is lost when its socket closes",
+                    "stop: channel %r still had messages queued at SHUTDOWN_TIMEOUT (%s s): it "
+                    "handled %d during the stop and dropped %d unhandled; what its peers send "
+                    "from now on is lost when its socket closes",
                     pump.name,
                     timeout,
                     read,
+                    dropped,
                 )
 
     def _close(self) -> None:

@@ -148,14 +148,14 @@ class RunContext(zmq.Context):  # type: ignore[type-arg]
         return [sock for sock in list(self.opened) if not sock.closed]
 
 
-def unsubscribe_all(sock: zmq.Socket[Any], channel: Channel) -> None:
-    """At a stop, take back a SUB or XSUB channel's subscriptions, so its publishers stop
-    sending to it while it reads what they already sent."""
+def unsubscribe_upstream(sock: zmq.Socket[Any], channel: Channel) -> None:
+    """At a stop, take back an XSUB channel's subscriptions, so its publishers stop sending
+    to it while it reads what they already sent.
+
+    Only XSUB: a SUB socket also filters what it receives by its own subscriptions, so
+    unsubscribing a SUB would throw away what already arrived."""
     for topic in channel.subscribe:
         try:
-            if channel.socket_type == zmq.SUB:
-                sock.setsockopt(zmq.UNSUBSCRIBE, topic)
-            else:
-                sock.send(b"\x00" + topic, zmq.NOBLOCK)
+            sock.send(b"\x00" + topic, zmq.NOBLOCK)
         except zmq.ZMQError:
             pass

@@ -1,0 +1,173 @@
+"""A stop keeps its promises under real load, in real processes: nothing received is lost,
+SHUTDOWN_TIMEOUT bounds the stop for every kind of handler, and nothing wedges it.
+
+Every test counts each message: sent, handled, duplicated, answered."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from zmqapp.testing import wait_for
+
+APPS = Path(__file__).parent / "apps"
+
+
+def _count(line: str, name: str) -> int:
+    match = re.search(rf"\b{name}=(\d+)", line)
+    assert match is not None, line
+    return int(match.group(1))
+
+
+def _send_and_settle(address: str, kind: int, count: int, *, subscribed: bool = False) -> None:
+    """Send ``count`` numbered messages from a socket of its own and close it only once
+    ZeroMQ has handed every one to the network (linger), so all of them are in flight to or
+    already inside the app when this returns."""
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        sock = context.socket(kind)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.SNDTIMEO, 10000)
+        sock.connect(address)
+        if subscribed:  # an XPUB: wait until the app's SUB has subscribed
+            sock.setsockopt(zmq.RCVTIMEO, 10000)
+            assert sock.recv() == b"\x01"
+        for i in range(count):
+            sock.send(b"%d" % i)
+        sock.close(linger=20000)
+    finally:
+        context.term()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("kind", ["PULL", "SUB"])
+def test_a_bound_channel_with_a_backlog_loses_nothing_at_sigterm(kind: str, spawn: Any) -> None:
+    app = spawn([sys.executable, str(APPS / "stop_load.py")], env={"KIND": kind})
+    address = app.wait_for_line(r"^bound ")[0].split()[1]
+    sender = zmq.PUSH if kind == "PULL" else zmq.XPUB
+    _send_and_settle(address, sender, 3000, subscribed=kind == "SUB")
+    app.send_signal(signal.SIGTERM)
+    assert app.wait(60) == 0
+    at_stop = _count(app.wait_for_line(r"^stopping ")[0], "handled")
+    report = app.wait_for_line(r"^stopped ")[0]
+    assert at_stop < 3000, "no backlog when the stop began: this test would prove nothing"
+    assert _count(report, "handled") == 3000, report  # nothing received was lost
+    assert _count(report, "duplicates") == 0
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_timeout_bounds_a_stop_with_slow_plain_handlers(spawn: Any) -> None:
+    env = {"HANDLER_SECONDS": "0.02", "ZMQAPP_SHUTDOWN_TIMEOUT": "1"}
+    app = spawn([sys.executable, str(APPS / "stop_load.py")], env=env)
+    address = app.wait_for_line(r"^bound ")[0].split()[1]
+    _send_and_settle(address, zmq.PUSH, 1000)  # 20 s of work
+    app.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert app.wait(30) == 0
+    took = time.monotonic() - signalled
+    report = app.wait_for_line(r"^stopped ")[0]
+    handled = _count(report, "handled")
+    assert handled < 1000
+    # The rest is not lost in silence: the log counts what was dropped at the deadline.
+    [line] = app.wait_for_line(r"still had messages queued at SHUTDOWN_TIMEOUT", stream="err")
+    dropped = int(re.search(r"dropped (\d+) unhandled", line).group(1))  # type: ignore[union-attr]
+    assert handled + dropped == 1000, (handled, dropped)
+    assert took < 3.0, f"SHUTDOWN_TIMEOUT=1 but the stop took {took:.1f} s"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["ROUTER", "REP"])
+def test_two_way_channels_answer_every_queued_request_at_a_stop(kind: str, spawn: Any) -> None:
+    """In-flight requests finish; queued ones get a fast 'unavailable' error; none is left
+    without an answer, and none is cancelled."""
+    env = {"KIND": kind, "HANDLER_SECONDS": "0.02", "ASYNC": "1"}
+    env["CONCURRENCY"] = "4" if kind == "ROUTER" else "1"
+    app = spawn([sys.executable, str(APPS / "stop_load.py")], env=env)
+    address = app.wait_for_line(r"^bound ")[0].split()[1]
+    context: zmq.Context[Any] = zmq.Context()
+    client = context.socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    client.setsockopt(zmq.RCVTIMEO, 10000)
+    client.connect(address)
+    try:
+        total = 400
+        for i in range(total):
+            client.send_multipart([b"", b"%d" % i])
+        replies = [client.recv_multipart()]  # work has begun
+        app.send_signal(signal.SIGTERM)
+        while len(replies) < total:
+            try:
+                replies.append(client.recv_multipart())
+            except zmq.Again:
+                break
+        assert app.wait(30) == 0
+    finally:
+        client.close(linger=0)
+        context.term()
+    bodies = [frames[-1] for frames in replies]
+    ok = [b for b in bodies if not b.startswith(b"ZMQAPP-ERROR ")]
+    unavailable = [b for b in bodies if b'"kind":"unavailable"' in b]
+    assert len(bodies) == total, f"{total - len(bodies)} requests got no answer at all"
+    assert len(ok) + len(unavailable) == total  # none cancelled, none failed
+    assert unavailable, "nothing was queued at the stop: this test would prove nothing"
+    assert len(set(ok)) == len(ok)
+
+
+@pytest.mark.timeout(60)
+def test_a_socket_left_open_on_the_app_context_does_not_wedge_the_stop(spawn: Any) -> None:
+    code = """
+import zmq
+from zmqapp import App
+app = App("leaky")
+app.config.update(LINGER=200)
+app.add_channel("tick", endpoint="@tcp://127.0.0.1:*", type="PULL", handler=lambda b: None)
+kept = []
+
+@app.on_start
+def leak():
+    sock = app.context.socket(zmq.PUSH)
+    sock.connect("tcp://127.0.0.1:9")  # nobody there: the message waits forever
+    sock.send(b"never delivered")
+    kept.append(sock)  # and the socket is never closed
+    print("leaked", flush=True)
+
+app.run()
+print("exited", flush=True)
+"""
+    app = spawn([sys.executable, "-c", code])
+    app.wait_for_line("^leaked")
+    app.send_signal(signal.SIGTERM)
+    assert app.wait(20) == 0
+    app.wait_for_line("^exited")
+    app.wait_for_line(r"1 socket\(s\) made on app.context were left open", stream="err")
+
+
+def test_a_test_client_with_a_socket_left_open_exits(app: Any) -> None:
+    kept: list[Any] = []
+    app.add_channel("tick", endpoint="tcp://127.0.0.1:9", type="PUSH")
+
+    @app.on_start
+    def leak() -> None:
+        sock = app.context.socket(zmq.PUSH)
+        sock.connect("inproc://nowhere")
+        kept.append(sock)
+
+    done = threading.Event()
+
+    def use() -> None:
+        with app.test_client():
+            pass
+        done.set()
+
+    thread = threading.Thread(target=use, daemon=True)
+    thread.start()
+    wait_for(done.is_set, timeout=10)
+    assert kept[0].closed
