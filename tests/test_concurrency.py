@@ -233,6 +233,20 @@ def test_stop_cancels_what_outlives_the_timeout(
     assert "channel 'pull' still had 2 handler call(s)" in said[0] and "forever" in said[0]
 
 
+def test_idle_handler_threads_are_not_reported_as_blocked(
+    app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: list[bytes] = []
+    app.channel("pull", endpoint=TCP, type="PULL", threaded=True)(got.append)
+    thread = running(app)
+    push = peer(zmq.PUSH, connect=app.channels["pull"].bound[0])
+    for i in range(5):
+        push.send(b"%d" % i)
+    wait_for(lambda: len(got) == 5)
+    thread.stop()
+    assert not [r for r in caplog.records if "abandoning" in r.getMessage()]
+
+
 def test_a_thread_blocked_forever_does_not_hang_the_process_at_exit() -> None:
     proc = subprocess.run(
         [sys.executable, str(APPS / "stuck_thread.py")], capture_output=True, text=True, timeout=60

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +57,43 @@ def test_stop_from_a_timer_and_run_again(app: App) -> None:
     assert len(ticks) == 6
 
 
-def test_stop_from_another_thread_and_before_start(app: App) -> None:
-    app.stop()  # not running: nothing to do
+def test_stop_from_another_thread(app: App) -> None:
     app.add_channel("pull", endpoint=TCP, type="PULL", handler=lambda b: None)
+    stoppers: list[threading.Thread] = []
 
     @app.on_start
     def stop_soon() -> None:
-        threading.Thread(target=app.stop).start()
+        stoppers.append(threading.Thread(target=app.stop))
+        stoppers[0].start()
 
     app.run(install_signal_handlers=False)
+    stoppers[0].join(5)
     assert not app.running
+
+
+def test_a_stop_asked_while_idle_does_not_stop_the_next_run(app: App) -> None:
+    """A stop belongs to one run: asked while nothing runs, it is forgotten."""
+    ticks: list[int] = []
+
+    @app.timer(0.005)
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) == 3:
+            app.stop()
+
+    app.stop()
+    app.run(install_signal_handlers=False)
+    assert len(ticks) == 3  # the run went on until its own stop
+
+
+def test_a_stop_while_idle_does_not_break_the_next_test_client(app: App) -> None:
+    got: list[bytes] = []
+    app.channel("pull", endpoint=TCP, type="PULL")(got.append)
+    app.stop()
+    with app.test_client() as client:
+        client.send("pull", b"one")
+        client.send("pull", b"two")
+    assert got == [b"one", b"two"]
 
 
 def test_hooks_run_in_order_and_may_send(app: App, peer: Any) -> None:
@@ -236,12 +264,12 @@ def test_signal_stops_a_real_process_gracefully(signum: int, peer: Any) -> None:
 
 
 def test_process_with_undeliverable_messages_exits() -> None:
+    """ZeroMQ holds the messages for a peer that never comes for LINGER, then drops them."""
     proc = subprocess.run(
         [sys.executable, str(APPS / "lingering.py")], capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "exited"
-    assert "100 queued messages were not sent" in proc.stderr or proc.stderr == ""
 
 
 def test_a_stop_asked_before_serve_starts_is_not_lost(app: App) -> None:
@@ -282,3 +310,132 @@ def test_a_steady_publisher_does_not_hold_a_stop_past_the_timeout(
         publishing.clear()
         publisher.join(10)
     assert thread.stopped
+
+
+def test_an_on_start_hook_may_await_a_request(app: App, running: Any, peer: Any) -> None:
+    """Replies are read before the start hooks run; other messages wait for the hooks."""
+    router = peer(zmq.ROUTER, bind="tcp://127.0.0.1:*")
+    app.add_channel("ask", endpoint=router.last_endpoint.decode(), type="DEALER", timeout=5)
+    answers: list[Any] = []
+
+    def serve_one() -> None:
+        frames = router.recv_multipart()
+        router.send_multipart([*frames[:-1], b"answer to " + frames[-1]])
+
+    server = threading.Thread(target=serve_one)
+    server.start()
+
+    @app.on_start
+    async def ask() -> None:
+        answers.append(await app.request("ask", b"setup"))
+
+    running(app)
+    server.join(5)
+    assert answers == [b"answer to setup"]
+
+
+def test_a_blocking_start_hook_does_not_hold_back_subscriptions(app: App, peer: Any) -> None:
+    """While a plain on_start hook blocks, a SUB channel's subscription still reaches its
+    publisher, so what is published meanwhile is queued for the handler, not dropped."""
+    xpub = peer(zmq.XPUB, bind="tcp://127.0.0.1:*")
+    got: list[bytes] = []
+    app.channel("news", endpoint=xpub.last_endpoint.decode(), type="SUB", subscribe="a")(
+        got.append
+    )
+    subscribed = threading.Event()
+
+    def publisher() -> None:
+        if xpub.poll(5000) and xpub.recv() == b"\x01a":
+            subscribed.set()
+            xpub.send(b"a published during the hook")
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+
+    @app.on_start
+    def slow_setup() -> None:
+        subscribed.wait(5)  # blocks the loop, as loading a model would
+        time.sleep(0.1)  # and the message published meanwhile reaches the SUB's queue
+
+    @app.timer(0.01)
+    def done() -> None:
+        if got:
+            app.stop()
+
+    app.config["SHUTDOWN_TIMEOUT"] = 1
+    app.run(install_signal_handlers=False)
+    thread.join(5)
+    assert subscribed.is_set(), "the subscription waited for the hook to return"
+    assert got == [b"a published during the hook"]
+
+
+def test_sighup_reloads_keys_that_come_from_config(tmp_path: Path, spawn: Any) -> None:
+    import zmq.auth
+
+    server_public, server_secret = zmq.auth.create_certificates(str(tmp_path), "server")
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    code = """
+import logging
+from zmqapp import App
+logging.basicConfig(level=logging.INFO)
+app = App("keys-from-config")
+app.config.from_prefixed_env()
+app.add_channel("secure", endpoint="@tcp://127.0.0.1:*", type="PULL", handler=print)
+app.on_start(lambda: print("started", flush=True))
+app.run()
+print("exited", flush=True)
+"""
+    env = {
+        "ZMQAPP_CHANNELS__secure__curve_secret_key": str(server_secret),
+        "ZMQAPP_CHANNELS__secure__authorized_keys": str(clients),
+    }
+    app = spawn([sys.executable, "-c", code], env=env)
+    app.wait_for_line("^started")
+    app.send_signal(signal.SIGHUP)
+    app.wait_for_line("reading authorized keys again", stream="err")
+    app.send_signal(signal.SIGTERM)
+    assert app.wait(20) == 0  # SIGHUP did not kill it
+    app.wait_for_line("^exited")
+
+
+def test_a_failed_start_sends_no_stopping_signals(app: App) -> None:
+    from zmqapp import signals
+
+    seen: list[str] = []
+    for name in ("app_starting", "app_started", "app_stopping", "app_stopped"):
+        signal_ = getattr(signals, name)
+        signal_.connect(lambda sender, name=name: seen.append(name), sender=app, weak=False)
+    app.add_channel("pull", endpoint=TCP, type="PULL", handler=lambda b: None)
+
+    @app.on_start
+    def fail() -> None:
+        raise RuntimeError("no database")
+
+    try:
+        with pytest.raises(RuntimeError, match="no database"):
+            app.run(install_signal_handlers=False)
+    finally:
+        for name in ("app_starting", "app_started", "app_stopping", "app_stopped"):
+            getattr(signals, name).receivers.clear()
+    assert seen == ["app_starting"]
+    assert not app.running
+
+
+def test_a_timer_tick_that_outlives_the_stop_is_cancelled(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.config["SHUTDOWN_TIMEOUT"] = 0.2
+    outcome: list[str] = []
+
+    @app.timer(0.001)
+    async def forever() -> None:
+        app.stop()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    app.run(install_signal_handlers=False)
+    assert outcome == ["cancelled"]

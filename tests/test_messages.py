@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import json
 import logging
+import subprocess
 import sys
 from typing import Any, TypedDict
 
@@ -355,6 +356,132 @@ def test_maxmsgsize_protects_bound_channels(app: App, running: Any, peer: Any) -
     push.send(b"x" * 5000)  # ZeroMQ drops the connection that sent it; the peer reconnects
     wait_for(lambda: push.send(b"small") or got, interval=0.05)
     assert got[0] == b"small" and all(len(m) <= 1000 for m in got)
+
+
+def test_a_message_with_too_many_frames_or_bytes_is_dropped_and_counted(
+    app: App, running: Any, peer: Any
+) -> None:
+    """MAXFRAMES limits the frames of a message and MAXMSGSIZE the sum of their sizes (ZeroMQ
+    checks only each frame): such a message is a decode failure, and the app goes on."""
+    got: list[Any] = []
+    failures: list[BaseException] = []
+    app.config.update(MAXFRAMES=100, MAXMSGSIZE=5000)
+    app.channel("c", endpoint=TCP, type="PULL")(got.append)
+
+    def on_failure(sender: App, exception: BaseException, **kwargs: Any) -> None:
+        failures.append(exception)
+
+    signals.decode_failed.connect(on_failure, sender=app)
+    try:
+        running(app)
+        push = peer(zmq.PUSH, connect=app.channels["c"].bound[0])
+        push.send_multipart([b""] * 10_000)  # too many frames
+        push.send_multipart([b"x" * 1000] * 10)  # each frame fits, together they do not
+        push.send_multipart([b"a", b"b"])
+        wait_for(lambda: got)
+    finally:
+        signals.decode_failed.disconnect(on_failure, sender=app)
+    assert got == [[b"a", b"b"]]
+    assert app.channels["c"].stats.decode_failed == 2
+    assert "10000 frames, more than MAXFRAMES (100)" in str(failures[0])
+    assert "add up to 10000 bytes, more than MAXMSGSIZE (5000)" in str(failures[1])
+
+
+def test_the_summary_of_a_flood_comes_without_another_message(
+    app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    app.channel("c", endpoint=TCP, type="PULL", codec="json")(lambda body: None)
+    running(app)
+    push = peer(zmq.PUSH, connect=app.channels["c"].bound[0])
+    for _ in range(30):
+        push.send(b"{")
+    wait_for(lambda: app.channels["c"].stats.decode_failed == 30)
+    # Nothing else arrives; the summary is written when the one-second window closes.
+    wait_for(
+        lambda: any("20 more undecodable messages" in r.getMessage() for r in caplog.records),
+        timeout=3,
+    )
+
+
+def test_decode_failures_name_the_peer_and_show_the_bytes(
+    app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    app.channel("c", endpoint=TCP, type="PULL", codec="json")(lambda body: None)
+    running(app)
+    push = peer(zmq.PUSH, connect=app.channels["c"].bound[0])
+    push.send(b"\xffnot json")
+    wait_for(lambda: app.channels["c"].stats.decode_failed == 1)
+    [line] = [r.getMessage() for r in caplog.records if "undecodable" in r.getMessage()]
+    assert "from 127.0.0.1:" in line  # ZeroMQ's Peer-Address: the IP address
+    assert "b'\\xffnot json'" in line
+
+
+def test_typed_bodies_are_strict_with_and_without_pydantic(
+    app: App, running: Any, peer: Any
+) -> None:
+    """One declaration, one behaviour: the same inputs are accepted and refused whether
+    pydantic validates them (installed) or zmqapp does (not installed)."""
+    code = """
+import dataclasses, json, sys
+from typing import Optional
+if sys.argv[1] == "without":
+    sys.modules["pydantic"] = None
+from zmqapp import App
+
+@dataclasses.dataclass
+class Item:
+    weight: float
+
+@dataclasses.dataclass
+class Order:
+    item: str
+    quantity: int
+    pair: tuple = (0, 0)
+    extra: Optional[Item] = None
+    urgent: bool = False
+
+app = App("typed")
+results = []
+def take(order: Order):
+    results.append(order)
+app.add_channel("orders", endpoint="inproc://orders", type="PULL", codec="json", handler=take)
+inputs = [
+    {"item": "tea", "quantity": 3},
+    {"item": "tea", "quantity": "3"},
+    {"item": "tea", "quantity": 3.0},
+    {"item": "tea", "quantity": True},
+    {"item": 5, "quantity": 3},
+    {"item": "tea", "quantity": 3, "extra": {"weight": 2}},
+    {"item": "tea", "quantity": 3, "extra": {"weight": "2"}},
+    {"item": "tea", "quantity": 3, "urgent": 1},
+    {"item": "tea", "quantity": 3, "unknown": 1},
+    {"item": "tea"},
+]
+verdicts = []
+with app.test_client(raise_errors=False) as client:
+    for doc in inputs:
+        before = len(results)
+        client.send("orders", doc)
+        verdicts.append("ok" if len(results) > before else "refused")
+print(json.dumps(verdicts))
+print(repr(results[-1]))
+"""
+    outputs = []
+    for install in ("with", "without"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, install], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.splitlines())
+    with_pydantic, without = outputs
+    assert with_pydantic == without
+    verdicts = json.loads(with_pydantic[0])
+    assert verdicts == [
+        "ok", "refused", "refused", "refused", "refused",
+        "ok", "refused", "refused", "ok", "refused",
+    ]  # fmt: skip
 
 
 def test_a_flood_of_bad_input_is_logged_briefly(

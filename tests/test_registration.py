@@ -178,6 +178,61 @@ def test_bind_must_be_bool(app: App) -> None:
 def test_timer_needs_positive_interval(app: App) -> None:
     with pytest.raises(SetupError, match="positive number of seconds"):
         app.timer(0)
+    with pytest.raises(SetupError, match="positive number of seconds"):
+        app.add_timer(0, lambda: None)  # the plain method checks too, not only the decorator
+    with pytest.raises(SetupError, match="positive number of seconds"):
+        app.add_timer(True, lambda: None)
+    assert app.timers == []
+
+
+def test_a_failed_declaration_leaves_no_trace(app: App) -> None:
+    app.add_channel("a", endpoint="inproc://a", type="PULL", send_to="b", handler=lambda b: b)
+    with pytest.raises(SetupError, match="send_to must name a"):
+        app.add_channel("b", endpoint="inproc://b", type="PULL")  # cannot send a's results on
+    assert "b" not in app.channels
+    app.add_channel("b", endpoint="inproc://b", type="PUSH")  # the corrected one is accepted
+    assert app.channels["b"].type_name == "PUSH"
+
+
+def test_threaded_from_config_is_checked_and_does_not_stick(app: App) -> None:
+    import threading
+
+    threads: list[int] = []
+
+    @app.channel("work", endpoint="@inproc://threaded-config", type="PULL")
+    def work(body: bytes) -> None:
+        threads.append(threading.get_ident())
+
+    async def later(body: bytes) -> None: ...
+
+    app.config["CHANNELS"] = {"work": {"threaded": "yes"}}
+    with pytest.raises(SetupError, match="threaded must be True or False, not 'yes'"):
+        app.apply_config()
+    app.config["CHANNELS"] = {"work": {"threaded": True}}
+    app.apply_config()
+    assert app.channels["work"].runs_in_thread(app.channels["work"].handlers[0])
+    app.config["CHANNELS"] = {}
+    app.apply_config()
+    assert not app.channels["work"].runs_in_thread(app.channels["work"].handlers[0])
+    # A coroutine handler on a threaded channel is refused alike, declared or from config.
+    other = App("other")
+    other.add_channel("c", endpoint="inproc://c", type="PULL", handler=later)
+    other.config["CHANNELS"] = {"c": {"threaded": True}}
+    with pytest.raises(SetupError, match="threaded=True\\), but handler .*later is a coroutine"):
+        other.apply_config()
+    with pytest.raises(SetupError, match="threaded=True\\), but handler .*later is a coroutine"):
+        other.add_channel("d", endpoint="inproc://d", type="PULL", threaded=True, handler=later)
+
+
+def test_sending_a_channel_signal_calls_its_handlers(app: App) -> None:
+    from zmqapp import Message
+
+    got: list[bytes] = []
+    app.channel("c", endpoint="inproc://c", type="PULL")(got.append)
+    channel = app.channels["c"]
+    results = app.signal("c").send(app, message=Message(channel, [b"hi"], b"hi"))
+    assert got == [b"hi"]
+    assert len(results) == 1
 
 
 def test_setup_methods_fail_once_running(app: App, running: object) -> None:

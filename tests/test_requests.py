@@ -226,3 +226,37 @@ def test_answered_requests_do_not_pile_up(running: Any) -> None:
     asyncio.run_coroutine_threadsafe(ask_all(), loop).result(30)
     # 1,000 answered requests, each with a 60 s deadline: the bookkeeping stays small.
     assert len(client.runtime.requests["rpc"]._deadlines) <= 4 * 50 + 1
+
+
+def test_request_and_send_async_from_another_event_loop(running: Any, peer: Any) -> None:
+    """Awaited on a loop of another thread, both hop onto the app's loop: the app's sockets
+    are only ever used from its own thread."""
+    srv = server("echo", concurrency=8)
+    running(srv)
+    sink = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
+    client = App("client")
+    client.config.update(LINGER=0)
+    client.add_channel("rpc", endpoint=srv.channels["rpc"].bound[0], type="DEALER")
+    client.add_channel("out", endpoint=sink.last_endpoint.decode(), type="PUSH")
+    running(client)
+    used_from: set[int] = set()
+    for pump in (client.runtime.pumps["rpc"], client.runtime.pumps["out"]):  # type: ignore[union-attr]
+        original = pump.send_frames
+
+        def spy(frames: list[bytes], original: Any = original) -> None:
+            used_from.add(threading.get_ident())
+            original(frames)
+
+        pump.send_frames = spy  # type: ignore[method-assign]
+
+    async def elsewhere() -> list[Any]:
+        await client.send_async("out", b"from another loop")
+        return await asyncio.gather(*(client.request("rpc", b"%d" % i) for i in range(50)))
+
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(asyncio.run(elsewhere())))
+    thread.start()
+    thread.join(20)
+    assert results and results[0] == [b"echo:%d" % i for i in range(50)]
+    assert sink.recv() == b"from another loop"
+    assert used_from == {client.runtime.loop_thread}  # type: ignore[union-attr]

@@ -154,6 +154,34 @@ def test_ip_rules(keys: Keys, peer: Any, running: Any) -> None:
     assert got == {"denied": [], "not_allowed": [], "allowed": [b"allowed"]}
 
 
+def test_ip_rules_take_networks(peer: Any, running: Any) -> None:
+    app = App("networks")
+    app.config.update(LINGER=0)
+    got: dict[str, list[bytes]] = {"loopback_denied": [], "other_allowed": [], "ok": []}
+    rules = {
+        "loopback_denied": {"deny": ["127.0.0.0/8"]},
+        "other_allowed": {"allow": ["10.0.0.0/8", "::1/128"]},
+        "ok": {"allow": ["127.0.0.0/24"]},
+    }
+    for name, rule in rules.items():
+        app.channel(name, endpoint=TCP, type="PULL", **rule)(got[name].append)
+    running(app)
+    for name in got:
+        peer(zmq.PUSH, connect=app.channels[name].bound[0]).send(name.encode())
+    wait_for(lambda: got["ok"])
+    wait_for(lambda: app.channels["loopback_denied"].stats.handshake_failed >= 1)
+    wait_for(lambda: app.channels["other_allowed"].stats.handshake_failed >= 1)
+    assert got == {"loopback_denied": [], "other_allowed": [], "ok": [b"ok"]}
+
+
+@pytest.mark.parametrize("entry", ["localhost", "example.com", "127.0.0.1/33", ""])
+def test_ip_rules_refuse_what_is_not_an_address(app: App, entry: str) -> None:
+    """A host name would match no client address and so fail open: refused at once."""
+    with pytest.raises(SetupError, match="is not an IP address or network"):
+        app.add_channel("c", endpoint=TCP, type="PULL", deny=[entry], handler=print)
+    assert "c" not in app.channels
+
+
 def test_a_key_added_to_the_directory_is_accepted_after_a_reload(
     keys: Keys, peer: Any, running: Any
 ) -> None:

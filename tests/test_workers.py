@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -186,3 +187,126 @@ def test_a_secured_bound_channel_is_refused_rather_than_served_unsecured(
     pool = start(pools, "workers_secure.py", 2)
     assert pool.proc.wait(timeout=30) == 1
     pool.wait_for_line(r"binds with security options \(allow\), which --workers cannot keep")
+
+
+def _pool(spawn: Any, script: str, workers: int, *args: str, env: dict[str, str] | None = None):
+    return spawn(
+        [sys.executable, "-m", "zmqapp", "run", "--app", str(APPS / script),
+         "--workers", str(workers), *args],
+        env=env,
+    )  # fmt: skip
+
+
+def _bound(pool: Any, channel: str) -> str:
+    [line] = pool.wait_for_line(rf"channel '{channel}': \S+ is bound here", stream="err")
+    match = re.search(rf"channel '{channel}': (\S+) is bound here", line)
+    assert match is not None
+    return match.group(1)
+
+
+def _worker_pids(pool: Any, count: int) -> list[int]:
+    lines = pool.wait_for_line(r"\(pid \d+\) is running", stream="err", count=count)
+    return [int(re.search(r"\(pid (\d+)\)", line).group(1)) for line in lines]  # type: ignore[union-attr]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.timeout(90)
+def test_a_pool_loses_nothing_sent_before_sigterm(spawn: Any, peer: Any) -> None:
+    """5,000 messages sent (and on their way) before SIGTERM: every one is handled once."""
+    sink = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
+    sink.setsockopt(zmq.RCVHWM, 0)
+    results = f"CHANNELS.results.endpoint={sink.last_endpoint.decode()}"
+    pool = _pool(spawn, "workers_app.py", 2, "--set", results, env={"TASK_SECONDS": "0.0005"})
+    tasks = _bound(pool, "tasks")
+    _worker_pids(pool, 2)
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        push = context.socket(zmq.PUSH)
+        push.setsockopt(zmq.SNDHWM, 0)
+        push.connect(tasks)
+        for i in range(5000):
+            push.send(b"%d" % i)
+        push.close(linger=20000)
+    finally:
+        context.term()  # every message has left this process
+    got = [sink.recv()]  # work has begun
+    pool.send_signal(signal.SIGTERM)
+    assert pool.wait(60) == 0
+    while True:
+        try:
+            got.append(sink.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            if len(got) >= 5000 or not sink.poll(2000):
+                break
+    bodies = [int(r.split(b":")[1]) for r in got]
+    assert len(bodies) == len(set(bodies)), "a message was handled twice"
+    assert sorted(bodies) == list(range(5000)), f"{5000 - len(set(bodies))} messages lost"
+
+
+@pytest.mark.timeout(60)
+def test_workers_exit_when_the_parent_is_killed(spawn: Any) -> None:
+    pool = _pool(spawn, "workers_app.py", 2, "--set", "CHANNELS.results.endpoint=tcp://127.0.0.1:9")
+    pids = _worker_pids(pool, 2)
+    ipc_dirs = set()
+    for pid in pids:
+        spec = json.loads(psutil.Process(pid).cmdline()[-1])
+        ipc_dirs.add(spec["ipc_dir"])
+    [ipc_dir] = ipc_dirs
+    assert os.path.isdir(ipc_dir)
+    os.kill(pool.pid, signal.SIGKILL)
+    pool.wait(10)
+    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=20)
+    wait_for(lambda: not os.path.exists(ipc_dir), timeout=10)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_while_the_pool_starts_is_a_clean_stop(spawn: Any) -> None:
+    pool = _pool(spawn, "workers_app.py", 2, "--set", "CHANNELS.results.endpoint=tcp://127.0.0.1:9")
+    # As early as the parent can be told apart from a bare interpreter: its proxies exist.
+    pool.wait_for_line(r"is bound here", stream="err")
+    pool.send_signal(signal.SIGTERM)
+    assert pool.wait(30) == 0, "\n".join(pool.err[-20:])
+    children = [p for p in psutil.process_iter(["cmdline"]) if "zmqapp.workers" in " ".join(
+        p.info["cmdline"] or [])]  # fmt: skip
+    assert not [p for p in children if _alive(p.pid) and p.ppid() == pool.pid]
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_worker_is_killed_at_the_stop_deadline(spawn: Any, peer: Any) -> None:
+    env = {"TASK_SECONDS": "3600", "ZMQAPP_SHUTDOWN_TIMEOUT": "1", "ZMQAPP_LINGER": "0"}
+    pool = _pool(spawn, "workers_app.py", 2, "--set", "CHANNELS.results.endpoint=tcp://127.0.0.1:9",
+                 env=env)  # fmt: skip
+    tasks = _bound(pool, "tasks")
+    pids = _worker_pids(pool, 2)
+    peer(zmq.PUSH, connect=tasks).send(b"forever")  # one worker takes it and never returns
+    pool.send_signal(signal.SIGTERM)
+    assert pool.wait(30) == 1  # not a clean stop: something was lost
+    [line] = pool.wait_for_line(r"did not stop within SHUTDOWN_TIMEOUT \(1.0 s\); killing it",
+                                stream="err")  # fmt: skip
+    assert any(f"(pid {pid})" in line for pid in pids)
+    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=10)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_stops_answering_is_replaced(spawn: Any) -> None:
+    env = {"ZMQAPP_WORKER_TIMEOUT": "2"}
+    pool = _pool(spawn, "workers_app.py", 2, "--set", "CHANNELS.results.endpoint=tcp://127.0.0.1:9",
+                 env=env)  # fmt: skip
+    pids = _worker_pids(pool, 2)
+    os.kill(pids[0], signal.SIGSTOP)
+    pool.wait_for_line(
+        rf"worker \d \(pid {pids[0]}\) has not answered for .* process state: stopped",
+        stream="err",
+        timeout=20,
+    )
+    replacement = _worker_pids(pool, 3)[2]
+    assert replacement not in pids
+    wait_for(lambda: not _alive(pids[0]), timeout=10)
+    pool.send_signal(signal.SIGTERM)
+    assert pool.wait(30) == 0
