@@ -334,17 +334,22 @@ def test_an_on_start_hook_may_await_a_request(app: App, running: Any, peer: Any)
     assert answers == [b"answer to setup"]
 
 
-def test_a_blocking_start_hook_does_not_hold_back_subscriptions(app: App, peer: Any) -> None:
-    """While a plain on_start hook blocks, a SUB channel's subscription still reaches its
-    publisher, so what is published meanwhile is queued for the handler, not dropped."""
-    xpub = peer(zmq.XPUB, bind="tcp://127.0.0.1:*")
+def test_a_blocking_start_hook_does_not_hold_back_subscriptions(
+    app: App, peer: Any, tmp_path: Path
+) -> None:
+    """While a plain on_start hook blocks, a SUB channel's subscription still reaches a
+    publisher that appears meanwhile, so what it publishes is queued, not dropped."""
+    address = f"ipc://{tmp_path}/news.sock"
     got: list[bytes] = []
-    app.channel("news", endpoint=xpub.last_endpoint.decode(), type="SUB", subscribe="a")(
-        got.append
-    )
+    # A bound SUB: the pipe to a publisher that connects later is attached by the SUB's own
+    # thread, so while that thread is in the hook, the subscription cannot go out by itself.
+    app.channel("news", endpoint=f"@{address}", type="SUB", subscribe="a")(got.append)
     subscribed = threading.Event()
+    hook_running = threading.Event()
 
     def publisher() -> None:
+        hook_running.wait(5)
+        xpub = peer(zmq.XPUB, connect=address)  # the publisher comes while the hook blocks
         if xpub.poll(5000) and xpub.recv() == b"\x01a":
             subscribed.set()
             xpub.send(b"a published during the hook")
@@ -354,6 +359,7 @@ def test_a_blocking_start_hook_does_not_hold_back_subscriptions(app: App, peer: 
 
     @app.on_start
     def slow_setup() -> None:
+        hook_running.set()
         subscribed.wait(5)  # blocks the loop, as loading a model would
         time.sleep(0.1)  # and the message published meanwhile reaches the SUB's queue
 
@@ -372,7 +378,7 @@ def test_a_blocking_start_hook_does_not_hold_back_subscriptions(app: App, peer: 
 def test_sighup_reloads_keys_that_come_from_config(tmp_path: Path, spawn: Any) -> None:
     import zmq.auth
 
-    server_public, server_secret = zmq.auth.create_certificates(str(tmp_path), "server")
+    _, server_secret = zmq.auth.create_certificates(str(tmp_path), "server")
     clients = tmp_path / "clients"
     clients.mkdir()
     code = """
@@ -427,6 +433,7 @@ def test_a_timer_tick_that_outlives_the_stop_is_cancelled(
 ) -> None:
     app.config["SHUTDOWN_TIMEOUT"] = 0.2
     outcome: list[str] = []
+    at_stop_hooks: list[list[str]] = []
 
     @app.timer(0.001)
     async def forever() -> None:
@@ -437,5 +444,9 @@ def test_a_timer_tick_that_outlives_the_stop_is_cancelled(
             outcome.append("cancelled")
             raise
 
+    @app.on_stop
+    def look() -> None:
+        at_stop_hooks.append(list(outcome))
+
     app.run(install_signal_handlers=False)
-    assert outcome == ["cancelled"]
+    assert at_stop_hooks == [["cancelled"]]  # cancelled by the stop, before the stop hooks

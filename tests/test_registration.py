@@ -218,9 +218,9 @@ def test_threaded_from_config_is_checked_and_does_not_stick(app: App) -> None:
     other = App("other")
     other.add_channel("c", endpoint="inproc://c", type="PULL", handler=later)
     other.config["CHANNELS"] = {"c": {"threaded": True}}
-    with pytest.raises(SetupError, match="threaded=True\\), but handler .*later is a coroutine"):
+    with pytest.raises(SetupError, match=r"threaded=True\), but handler .*later is a coroutine"):
         other.apply_config()
-    with pytest.raises(SetupError, match="threaded=True\\), but handler .*later is a coroutine"):
+    with pytest.raises(SetupError, match=r"threaded=True\), but handler .*later is a coroutine"):
         other.add_channel("d", endpoint="inproc://d", type="PULL", threaded=True, handler=later)
 
 
