@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__version__ = "0.1.0"  # first: modules of the package import it
+
 from .app import App as App
 from .channel import Channel as Channel
 from .codecs import Codec as Codec
@@ -17,4 +19,3 @@ from .errors import ZmqAppError as ZmqAppError
 from .message import Message as Message
 from .message import Multipart as Multipart
 
-__version__ = "0.1.0"

@@ -19,7 +19,7 @@ import zmq
 
 from .channel import Channel, ChannelSignal
 from .config import DEFAULTS, Config
-from .errors import NotRunning, SetupError
+from .errors import NotRunning, SetupError, Timeout
 from .message import frames_for, parse_error_reply
 from .pump import Pump
 from .runtime import Runtime
@@ -531,10 +531,17 @@ class App:
         requests = runtime.requests.get(name)
         if requests is None:
             raise NotRunning(f"app {runtime.app.name!r} is not running; requests need its sockets")
-        reply = await requests.ask(frames, timeout, retries)
+        stats = requests.pump.stats
+        try:
+            reply = await requests.ask(frames, timeout, retries)
+        except Timeout:
+            stats.request("timeout")
+            raise
         error = parse_error_reply(reply)
         if error is not None:
+            stats.request("remote_error")
             raise error
+        stats.request("ok")
         return requests.pump.parse(reply).body  # a reply that does not decode raises DecodeError
 
     # -- testing -------------------------------------------------------------------------------

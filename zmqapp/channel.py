@@ -130,27 +130,57 @@ class ChannelSignal(Signal):
 class ChannelStats:
     """Counters of one channel, kept across runs of the app.
 
+    ``received`` counts messages read; each then ends up ``handled`` (its handlers ran;
+    ``failed`` of those had a handler raise), ``decode_failed``, ``refused`` (a stopping
+    REP/ROUTER answered it ``unavailable``) or dropped at a stop's deadline. ``sent`` counts
+    messages handed to ZeroMQ, ``dropped`` the ones lost instead, by reason in ``drops``.
+
     The hot loop adds to ``received`` and ``handled`` once per batch of messages, not per
     message: read from a handler, they may lag behind by the current batch.
     """
 
     __slots__ = (
-        "decode_failed", "dropped", "failed", "handled", "handshake_failed", "received",
-        "refused", "sent",
+        "decode_failed", "dropped", "drops", "failed", "handled", "handshake_failed",
+        "handshakes", "received", "refused", "requests", "sent",
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.handshake_failed = 0
         self.received = 0
         self.handled = 0
         self.failed = 0
         self.decode_failed = 0
+        self.refused = 0
         self.sent = 0
         self.dropped = 0
-        self.refused = 0
+        #: Dropped messages by reason: ``unroutable``, ``peer_full``, ``stop_deadline``,
+        #: ``send_error``.
+        self.drops: dict[str, int] = {}
+        self.handshake_failed = 0
+        #: Failed handshakes by reason (monitor event names, ``auth_refused``).
+        self.handshakes: dict[str, int] = {}
+        #: ``app.request`` outcomes on this channel: ``ok``, ``timeout``, ``remote_error``.
+        self.requests: dict[str, int] = {}
 
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+    def drop(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` messages lost for ``reason``."""
+        self.dropped += count
+        self.drops[reason] = self.drops.get(reason, 0) + count
+
+    def handshake(self, reason: str) -> None:
+        """Count a failed handshake (or a refused client) for ``reason``."""
+        self.handshake_failed += 1
+        self.handshakes[reason] = self.handshakes.get(reason, 0) + 1
+
+    def request(self, outcome: str) -> None:
+        """Count one ``app.request`` that ended with ``outcome``."""
+        self.requests[outcome] = self.requests.get(outcome, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            name: dict(value) if isinstance(value, dict) else value
+            for name in self.__slots__
+            if (value := getattr(self, name)) is not None
+        }
 
     def __repr__(self) -> str:
         return f"<ChannelStats {self.as_dict()}>"

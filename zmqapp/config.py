@@ -47,6 +47,15 @@ DEFAULTS: dict[str, Any] = {
     "MONITOR": False,
     # --workers: seconds a worker's event loop may go without answering before it is replaced.
     "WORKER_TIMEOUT": 10.0,
+    # Serve /livez, /readyz, /metrics and /status here ("127.0.0.1:9100", ":9100"); None: off.
+    "HTTP": None,
+    # A token every HTTP endpoint but the probes asks for (Authorization: Bearer TOKEN).
+    "HTTP_TOKEN": None,
+    # Seconds of event-loop lag after which /livez answers 503.
+    "LOOP_LAG_LIMIT": 5.0,
+    # Seconds a channel may go without a peer, while it has messages to send or is bound,
+    # before a warning says so.
+    "NO_PEER_WARN": 10.0,
     # Channel name -> {option: value} overrides.
     "CHANNELS": {},
 }

@@ -82,8 +82,6 @@ class SocketMonitor:
         self.loop = asyncio.get_running_loop()
         #: Connected peers: libzmq's descriptor of each connection -> the peer's address.
         self.peers: dict[int, str] = {}
-        #: How many handshakes failed, by event name.
-        self.failures: dict[str, int] = {}
         self.monitor: zmq.Socket[Any] = sock.get_monitor_socket(_EVENT)
         self.fd = self.monitor.FD
         self.loop.add_reader(self.fd, self.read)
@@ -117,8 +115,7 @@ class SocketMonitor:
             if peer_disconnected.receivers:
                 peer_disconnected.send(self.app, channel=channel, address=address)
         elif name in _FAILED:
-            channel.stats.handshake_failed += 1
-            self.failures[name] = self.failures.get(name, 0) + 1
+            channel.stats.handshake(name)
             log.warning(
                 "channel %r: %s on %s (%s)",
                 channel.name,

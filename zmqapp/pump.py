@@ -56,6 +56,7 @@ from .message import (
     show_bytes,
     split_envelope,
 )
+from .metrics import Timing
 from .signals import (
     decode_failed,
     handler_failed,
@@ -165,6 +166,9 @@ class Pump:
         self.current: zmq.Frame | None = None
         self.deadline = float("inf")
         self.paused = False
+        #: Processing-time histogram, kept only while the app serves HTTP.
+        self.timing: Timing | None = None
+        self._timed: Timing | None = None  # the histogram the current mode records into
         self.drain: Callable[[], bool] = self.drain_messages
         self.dispatch: Callable[[Frames], None] = self.dispatch_message
         self._room: list[asyncio.Future[None]] = []
@@ -237,6 +241,7 @@ class Pump:
                     inner(frames)
 
         self.dispatch = dispatch
+        self._timed = self.timing if mode in (RUNNING, DRAINING) else None
         fast = mode == RUNNING and self.fast_fn is not None and self.intercept is None
         self.drain = self.drain_fast if fast else self.drain_messages
         self.update_reading()
@@ -301,9 +306,11 @@ class Pump:
         replies = self.replies
         forward = self.forward
         count = handled = 0
-        began = _monotonic()
+        began = mark = _monotonic()
         until = began + SLICE
         every = 15  # a mask: read the clock every 16 messages
+        timing = self._timed
+        marked = 0
         try:
             while count < self.batch:
                 frame = recv(_NOBLOCK, False)
@@ -352,8 +359,13 @@ class Pump:
                         return False
                     if _monotonic() - began > SLOW:
                         every = 0  # slow handler: read the clock after every message
-                if not count & every and _monotonic() >= until:
-                    break
+                if not count & every:
+                    now = _monotonic()
+                    if timing is not None:  # each of the group at the group's average
+                        timing.observe((now - mark) / (count - marked), count - marked)
+                        mark, marked = now, count
+                    if now >= until:
+                        break
             self.empty_since = None
             return True
         except _Again:
@@ -362,6 +374,8 @@ class Pump:
         finally:
             self.stats.received += count
             self.stats.handled += handled
+            if timing is not None and count > marked:
+                timing.observe((_monotonic() - mark) / (count - marked), count - marked)
 
     def drain_messages(self) -> bool:
         """Read and dispatch up to one batch through the general path; True if the batch ran
@@ -376,10 +390,14 @@ class Pump:
                 self.current = frame
                 frames = self.read_rest(frame) if frame.more else [frame.bytes]
                 if frames is not None:
+                    timing = self._timed
+                    started = _monotonic() if timing is not None else 0.0
                     try:
                         self.dispatch(frames)
                     except Exception:  # a zmqapp bug: say so, and never let it wedge the channel
                         log.exception("zmqapp failed to dispatch a message on %r", self.name)
+                    if timing is not None and not self.is_async:
+                        timing.observe(_monotonic() - started)
                 if not self.reading or (
                     self.mode == DRAINING and self.loop.time() >= self.deadline
                 ):
@@ -485,6 +503,7 @@ class Pump:
         """:meth:`dispatch_message` for channels with coroutine or threaded receivers."""
         reply: Frames | None = None
         error: Exception | None = None
+        started = _monotonic()
         for invoke in self.invokers:
             try:
                 result = invoke(message)
@@ -502,6 +521,8 @@ class Pump:
                 error = exc
                 self.handler_failed(message, invoke, exc)
         self.finish(message, reply, error, own_callback=False)
+        if self.timing is not None:
+            self.timing.observe(_monotonic() - started)
 
     def take_result(self, result: Any, reply: Frames | None) -> Frames | None:
         """A handler returned ``result``: on REP/ROUTER the first one is the reply (encoded
@@ -530,7 +551,11 @@ class Pump:
                 if message.envelope is not None:
                     reply = message.envelope + reply
                 self.send_reply(reply, own_callback)
-        self.stats.handled += 1
+        if error is None:
+            self.stats.handled += 1
+        elif not isinstance(error, DecodeError):  # a typed body's failure is counted there
+            self.stats.handled += 1
+            self.stats.failed += 1
         if message_handled.receivers:
             message_handled.send(self.app, message=message)
 
@@ -566,7 +591,6 @@ class Pump:
         if isinstance(exc, DecodeError):  # a typed body that did not fit
             self.decode_failed(message.frames, exc, message)
             return
-        self.stats.failed += 1
         handler = getattr(invoke, "handler", None)
         if handler is None:  # a receiver connected to the channel's signal, held weakly
             handler = getattr(invoke, "handler_ref", lambda: None)() or invoke
@@ -620,7 +644,7 @@ class Pump:
         except zmq.ZMQError as exc:
             # A ROUTER whose peer is gone (EHOSTUNREACH) or whose queue to the peer is full
             # (EAGAIN): the reply is dropped, but counted and said, not lost in silence.
-            self.stats.dropped += 1
+            self.stats.drop(_drop_reason(exc))
             log.warning("channel %r dropped a reply: %s", self.name, exc.strerror)
             return
         self.stats.sent += 1
@@ -684,7 +708,7 @@ class Pump:
         try:
             self.send_frames(frames)
         except zmq.ZMQError as exc:
-            self.stats.dropped += 1
+            self.stats.drop(_drop_reason(exc))
             if exc.errno == zmq.EHOSTUNREACH:
                 raise Unroutable(
                     f"channel {self.name!r} has no peer with identity {frames[0]!r} "
@@ -711,7 +735,7 @@ class Pump:
             except _Again:
                 break
             except zmq.ZMQError as exc:
-                self.stats.dropped += 1
+                self.stats.drop(_drop_reason(exc))
                 log.warning("channel %r dropped a queued message: %s", self.name, exc)
             else:
                 self.stats.sent += 1
@@ -806,7 +830,7 @@ class Pump:
         except (zmq.Again, zmq.ZMQError):
             pass
         self.stats.received += count
-        self.stats.dropped += count
+        self.stats.drop("stop_deadline", count)
         return count
 
     def close(self, linger: int) -> None:
@@ -820,6 +844,14 @@ class Pump:
         self.loop.remove_reader(self.fd)
         self.socket.close(linger=linger)
         self.current = None
+
+
+def _drop_reason(exc: zmq.ZMQError) -> str:
+    if exc.errno == zmq.EHOSTUNREACH:
+        return "unroutable"
+    if exc.errno == zmq.EAGAIN:
+        return "peer_full"
+    return "send_error"
 
 
 def _then(decode: Callable[[bytes], Any], convert: Callable[[Any], Any]) -> Callable[[bytes], Any]:

@@ -31,20 +31,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import signal as _signal
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import zmq
 from tornado.ioloop import PeriodicCallback
 
-from . import security
+from . import __version__, security
 from ._handlers import describe, is_async_callable
 from ._problems import ProblemLog
 from ._threads import DaemonThreadPool
 from .channel import Channel
 from .errors import NotRunning
+from .metrics import Timing
 from .monitor import SocketMonitor
 from .pump import DRAINING, HOLDING, IDLE, REFUSING, RUNNING, Pump
 from .rpc import Requests
@@ -59,6 +62,7 @@ from .signals import (
     socket_event,
 )
 from .sockets import RunContext, open_socket, unsubscribe_upstream
+from .web import HttpServer
 
 if TYPE_CHECKING:
     from .app import App
@@ -73,6 +77,10 @@ SETTLE = 0.01
 #: Seconds the stop waits for cancelled tasks to unwind, and for the context to terminate
 #: beyond ``LINGER``.
 UNWIND = 1.0
+#: Seconds between the loop-lag timer's ticks (while the app serves HTTP), and between the
+#: checks for channels that have no peer.
+LAG_TICK = 0.25
+PEER_CHECK = 1.0
 
 
 class Runtime:
@@ -92,7 +100,7 @@ class Runtime:
         #: ``starting``, ``running``, ``stopping`` or ``stopped``.
         self.state = STARTING
         #: True from the end of the start hooks until a stop begins.
-        self.ready = False
+        self.is_ready = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
         #: The ZeroMQ context of this run (the app's own unless one was given).
@@ -110,6 +118,15 @@ class Runtime:
         self.ticks: set[asyncio.Task[Any]] = set()
         self.started = False  # app_started was sent
         self.hooks_began = False
+        #: The HTTP server (``HTTP`` config), while it runs.
+        self.http: HttpServer | None = None
+        #: True when the run keeps what the HTTP side shows: timing and peers.
+        self.observed = False
+        #: How late the loop ran its lag timer, lately (seconds), and when it last ran.
+        self.loop_lag = 0.0
+        self._last_tick = time.monotonic()
+        self._warned: set[tuple[str, str]] = set()
+        self._since_peer: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop_asked = False
         self._stop_event: asyncio.Event | None = None
@@ -160,6 +177,12 @@ class Runtime:
         app = self.app
         app.apply_config()
         self._install_signal_handlers()
+        address = self.config.get("HTTP")
+        if address:
+            self.observed = True
+            self.http = HttpServer(self, str(address), token=self.config.get("HTTP_TOKEN"))
+            self.http.start()  # probes answer (503) while the app starts
+            self._schedule_tick()
         app_starting.send(app)
         if self.context is None:
             self.context = RunContext()
@@ -179,6 +202,8 @@ class Runtime:
             if channel.kind.requests:
                 self.requests[name] = Requests(pump)
             self._follow_receivers(channel, pump)
+            if self.observed:
+                pump.timing = Timing()
             pump.build_invokers()
         for pump in self.pumps.values():
             pump.watch()
@@ -194,7 +219,10 @@ class Runtime:
             periodic = PeriodicCallback(self._timer_callback(fn), seconds * 1000)
             periodic.start()
             self.periodic.append(periodic)
-        self.ready = True
+        checks = PeriodicCallback(self._check_peers, PEER_CHECK * 1000)
+        checks.start()
+        self.periodic.append(checks)
+        self.is_ready = True
         self.started = True
         app_started.send(app)
 
@@ -202,6 +230,7 @@ class Runtime:
         """Start monitoring ``sock`` if ``channel`` is to be monitored (before it binds)."""
         wanted = (
             self.config.get("MONITOR")
+            or self.observed
             or socket_event.receivers
             or peer_connected.receivers
             or peer_disconnected.receivers
@@ -302,13 +331,16 @@ class Runtime:
         if self.state == STOPPED:
             return
         self.state = STOPPING
-        self.ready = False
+        self.is_ready = False
         try:
             if self.started:
                 app_stopping.send(self.app)
             await self._stop_within_deadline()
         finally:
             self._close()
+            if self.http is not None:  # it answered (503) until the drain was done
+                await self.http.close()
+                self.http = None
             await self._terminate_context()
             self._remove_signal_handlers()
             self.problems.flush()
@@ -424,7 +456,7 @@ class Runtime:
                 pump.on_events()  # answer what arrived since, rather than drop it silently
             lost = len(pump.outbox) + len(pump.held)
             if lost:
-                pump.stats.dropped += len(pump.outbox)
+                pump.stats.drop("stop_deadline", lost)
                 self.logger.warning(
                     "stop: channel %r had %d queued message(s) left at the deadline "
                     "(%d to send, %d received and not handled); they are dropped",
@@ -501,6 +533,121 @@ class Runtime:
                 "stop: the ZeroMQ context did not terminate within %.1f s; abandoning it",
                 give_up - patience,
             )
+
+    # -- what the HTTP side shows ----------------------------------------------------------------
+
+    def _schedule_tick(self) -> None:
+        assert self.loop is not None
+        expected = self.loop.time() + LAG_TICK
+        self.loop.call_at(expected, self._tick, expected)
+
+    def _tick(self, expected: float) -> None:
+        assert self.loop is not None
+        self.loop_lag = max(0.0, self.loop.time() - expected)
+        self._last_tick = time.monotonic()
+        if self.state != STOPPED:
+            self._schedule_tick()
+
+    def live(self) -> tuple[bool, str]:
+        """Alive unless the loop ran its lag timer more than LOOP_LAG_LIMIT seconds late (or
+        has not run it for that long)."""
+        limit = float(self.config.get("LOOP_LAG_LIMIT") or 5.0)
+        lag = max(self.loop_lag, time.monotonic() - self._last_tick - LAG_TICK)
+        if lag > limit:
+            return False, f"the event loop is {lag:.1f} s late (LOOP_LAG_LIMIT is {limit:g} s)"
+        return True, ""
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready from the end of the start hooks until a stop begins."""
+        if self.is_ready:
+            return True, ""
+        return False, "stopping" if self.state in (STOPPING, STOPPED) else self.state
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        return [self.snapshot()]
+
+    async def status(self) -> dict[str, Any]:
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The run's state and every channel's numbers, as ``/status`` shows them."""
+        channels: dict[str, Any] = {}
+        monitors = {monitor.channel.name: monitor for monitor in self.monitors}
+        for name, channel in self.app.channels.items():
+            pump = self.pumps.get(name)
+            stats = channel.stats
+            monitor = monitors.get(name)
+            channels[name] = {
+                "type": channel.type_name,
+                "endpoints": [str(e) for e in channel.endpoints],
+                "bound": list(channel.bound),
+                "received": stats.received,
+                "handled": stats.handled,
+                "errors": stats.failed,
+                "decode_failed": stats.decode_failed,
+                "sent": stats.sent,
+                "dropped": stats.dropped,
+                "queue": len(pump.outbox) if pump is not None else 0,
+                "in_flight": pump.in_flight if pump is not None else 0,
+                "peers": len(monitor.peers) if monitor is not None else 0,
+                "peer_addresses": sorted(set(monitor.peers.values())) if monitor else [],
+                "refused": stats.refused,
+                "drops": dict(stats.drops),
+                "handshake_failures": dict(stats.handshakes),
+                "requests": dict(stats.requests),
+                "timing": pump.timing.as_dict() if pump and pump.timing else None,
+                "send_to": channel.send_to,
+                "subscribe": [t.decode("utf-8", "replace") for t in channel.subscribe],
+                "codec": str(getattr(channel.codec, "name", type(channel.codec).__name__)),
+                "handlers": [h.name for h in channel.handlers],
+            }
+        return {
+            "app": self.app.name,
+            "state": self.state,
+            "ready": self.is_ready,
+            "pid": os.getpid(),
+            "version": __version__,
+            "loop_lag": self.loop_lag,
+            "channels": channels,
+            "workers": [],
+        }
+
+    def _check_peers(self) -> None:
+        """Warn, once, about what looks like a misconfiguration: a channel that has had no
+        peer for NO_PEER_WARN seconds while messages wait for one, or a bound channel nobody
+        has connected to."""
+        limit = float(self.config.get("NO_PEER_WARN") or 10.0)
+        now = time.monotonic()
+        monitors = {monitor.channel.name: monitor for monitor in self.monitors}
+        for name, pump in self.pumps.items():
+            monitor = monitors.get(name)
+            if monitor is not None and monitor.peers:
+                self._since_peer.pop(name, None)
+                continue
+            if monitor is None and not pump.outbox:
+                continue  # without a monitor, only a send queue that does not drain tells
+            since = self._since_peer.setdefault(name, now)
+            if now - since < limit:
+                continue
+            channel = pump.channel
+            if pump.outbox and (name, "queue") not in self._warned:
+                self._warned.add((name, "queue"))
+                self.logger.warning(
+                    "channel %r has had no peer taking messages for %.0f s and %d wait to be "
+                    "sent; check that something binds or connects at %s with a socket type "
+                    "that pairs with %s",
+                    name, now - since, len(pump.outbox),
+                    ", ".join(map(str, channel.endpoints)), channel.type_name,
+                    extra={"channel": name, "peer": None},
+                )  # fmt: skip
+            elif monitor is not None and channel.bound and (name, "bound") not in self._warned:
+                self._warned.add((name, "bound"))
+                self.logger.warning(
+                    "channel %r is bound at %s, and nobody has connected for %.0f s; if its "
+                    "peers also bind, or connect elsewhere, nothing will ever arrive",
+                    name, ", ".join(channel.bound), now - since,
+                    extra={"channel": name, "peer": None},
+                )  # fmt: skip
 
     # -- signals -------------------------------------------------------------------------------
 

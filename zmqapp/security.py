@@ -349,7 +349,7 @@ class Authenticator(AsyncioAuthenticator):
         name = channel.name if channel is not None else domain
         log.warning("channel %r refused a client from %s: %s", name, address, reason)
         if channel is not None:
-            channel.stats.handshake_failed += 1
+            channel.stats.handshake("auth_refused")
             if socket_event.receivers:
                 socket_event.send(
                     self.app, channel=channel, event="auth_refused", endpoint=address, value=reason

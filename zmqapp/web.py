@@ -1,0 +1,194 @@
+"""The HTTP side: probes, metrics and status, served with ``tornado.web`` on the app's own loop.
+
+Turned on by the ``HTTP`` config key (``"127.0.0.1:9100"``, ``":9100"`` for every interface,
+``"127.0.0.1:0"`` for a port the OS picks) or ``zmqapp run --http ADDR``:
+
+``GET /livez``
+    200 while the event loop answers; 503 when it ran a timer more than ``LOOP_LAG_LIMIT``
+    seconds late.
+``GET /readyz``
+    200 once every channel is bound or connected and the ``on_start`` hooks have finished;
+    503 before that, and from the moment a stop begins (the server answers until the drain
+    has ended, so a load balancer stops sending first).
+``GET /metrics``
+    Prometheus text (needs ``zmqapp[metrics]``; without it, 501 saying so).
+``GET /status``
+    JSON: the app, its state and every channel's counters, queue, in-flight work and peers.
+
+With ``HTTP_TOKEN`` set, everything but the probes needs ``Authorization: Bearer TOKEN``.
+The same server runs in a ``--workers`` parent for the whole pool (see
+:mod:`zmqapp.workers`): whatever serves it is a :class:`Source`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import socket
+from typing import Any, Protocol
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from . import __version__
+from .errors import SetupError
+from .metrics import MissingPrometheus, exposition
+
+log = logging.getLogger("zmqapp")
+
+
+class Source(Protocol):
+    """What the HTTP side shows: one app's run, or a ``--workers`` pool."""
+
+    def live(self) -> tuple[bool, str]:
+        """(alive, why not)."""
+        ...
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, why not)."""
+        ...
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        """One status snapshot per process (a ``worker`` key in each, in a pool)."""
+        ...
+
+    async def status(self) -> dict[str, Any]:
+        """The ``/status`` document."""
+        ...
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``"host:port"``, ``":port"`` (every interface) or ``"[v6]:port"`` as (host, port)."""
+    text = str(value).strip()
+    if text.startswith(("http://", "https://")):
+        text = text.split("://", 1)[1].rstrip("/")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise SetupError(
+            f"HTTP {value!r} is not an address to serve on; write it as '127.0.0.1:9100', "
+            "':9100' (every interface) or '127.0.0.1:0' (a port the OS picks)"
+        )
+    host = host.strip("[]") or ""
+    return host, int(port)
+
+
+class Handler(tornado.web.RequestHandler):
+    """Base of every endpoint: the source, the token check, plain-text errors."""
+
+    #: Probes answer without the token: orchestrators call them.
+    guarded = True
+
+    def initialize(self, source: Source, token: str | None) -> None:
+        self.source = source
+        self.token = token
+
+    def prepare(self) -> None:
+        if self.guarded and self.token:
+            given = self.request.headers.get("Authorization", "")
+            expected = f"Bearer {self.token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                self.set_header("WWW-Authenticate", 'Bearer realm="zmqapp"')
+                self.plain(401, "this endpoint needs Authorization: Bearer <HTTP_TOKEN>\n")
+
+    def plain(self, status: int, text: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(text)
+
+    def write_json(self, document: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(document, separators=(",", ":"), allow_nan=False))
+
+    def log_exception(self, *args: Any) -> None:  # pragma: no cover - a zmqapp bug
+        log.exception("HTTP %s %s failed", self.request.method, self.request.uri)
+
+
+class Livez(Handler):
+    guarded = False
+
+    def get(self) -> None:
+        alive, why = self.source.live()
+        self.plain(200 if alive else 503, "ok\n" if alive else f"{why}\n")
+
+
+class Readyz(Handler):
+    guarded = False
+
+    def get(self) -> None:
+        ready, why = self.source.ready()
+        self.plain(200 if ready else 503, "ready\n" if ready else f"{why}\n")
+
+
+class Metrics(Handler):
+    async def get(self) -> None:
+        try:
+            body, content_type = exposition(await self.source.snapshots(), __version__)
+        except MissingPrometheus as exc:
+            self.plain(501, str(exc))
+            return
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(body)
+
+
+class Status(Handler):
+    async def get(self) -> None:
+        self.write_json(await self.source.status())
+
+
+class HttpServer:
+    """The app's (or pool's) HTTP server, on the running loop."""
+
+    def __init__(
+        self,
+        source: Source,
+        address: str,
+        *,
+        token: str | None = None,
+        routes: list[Any] | None = None,
+    ) -> None:
+        self.host, self.port = parse_address(address)
+        self.token = token or None
+        kwargs = {"source": source, "token": self.token}
+        handlers: list[Any] = [
+            (r"/livez", Livez, kwargs),
+            (r"/readyz", Readyz, kwargs),
+            (r"/metrics", Metrics, kwargs),
+            (r"/status", Status, kwargs),
+        ]
+        for pattern, handler, extra in routes or []:
+            handlers.append((pattern, handler, {**kwargs, **extra}))
+        self.application = tornado.web.Application(handlers, compress_response=False)
+        self.server: tornado.httpserver.HTTPServer | None = None
+        #: ``http://host:port`` once started (the port the OS picked, for port 0).
+        self.url = ""
+
+    def start(self) -> None:
+        """Listen (before any socket of the app binds, so a port clash fails the start)."""
+        try:
+            sockets = tornado.netutil.bind_sockets(self.port, self.host or None)
+        except OSError as exc:
+            raise SetupError(
+                f"HTTP could not listen on {self.host or '*'}:{self.port}: {exc.strerror or exc}; "
+                "choose another port (or 0 for one the OS picks)"
+            ) from None
+        self.server = tornado.httpserver.HTTPServer(self.application, xheaders=False)
+        self.server.add_sockets(sockets)
+        name = sockets[0].getsockname()
+        host = name[0]
+        if sockets[0].family == socket.AF_INET6:
+            host = f"[{host}]"
+        if not self.host:
+            host = "127.0.0.1"  # every interface: this one answers too
+        self.url = f"http://{host}:{name[1]}"
+        log.info("HTTP: %s (/livez /readyz /metrics /status)", self.url)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            await self.server.close_all_connections()
+            self.server = None
