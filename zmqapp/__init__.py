@@ -18,4 +18,3 @@ from .errors import Unroutable as Unroutable
 from .errors import ZmqAppError as ZmqAppError
 from .message import Message as Message
 from .message import Multipart as Multipart
-

@@ -42,7 +42,9 @@ PROTOCOL_ERRORS: dict[int, str] = {
 }
 
 _FAILED = {"handshake_failed_auth", "handshake_failed_protocol", "handshake_failed_no_detail"}
-_EVENT = int(zmq.EVENT_ALL)
+#: The events zmqapp asks the monitor for.
+EVENTS = int(zmq.EVENT_ALL)
+_EVENT = EVENTS
 
 
 def describe_value(event: str, value: int) -> str:
@@ -75,14 +77,25 @@ def _peer_address(fd: int, endpoint: str) -> str:
 class SocketMonitor:
     """Reads one socket's monitor events on the loop: signals, peers, problems logged."""
 
-    def __init__(self, app: Any, channel: Channel, sock: zmq.Socket[Any]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        channel: Channel,
+        sock: zmq.Socket[Any] | None,
+        monitor: zmq.Socket[Any] | None = None,
+    ) -> None:
+        """Monitor ``sock``, or read ``monitor``, a monitor socket made by the thread that
+        owns the monitored socket (a ``--workers`` proxy), which this one then never touches."""
         self.app = app
         self.channel = channel
         self.socket = sock
         self.loop = asyncio.get_running_loop()
         #: Connected peers: libzmq's descriptor of each connection -> the peer's address.
         self.peers: dict[int, str] = {}
-        self.monitor: zmq.Socket[Any] = sock.get_monitor_socket(_EVENT)
+        if monitor is None:
+            assert sock is not None
+            monitor = sock.get_monitor_socket(_EVENT)
+        self.monitor: zmq.Socket[Any] = monitor
         self.fd = self.monitor.FD
         self.loop.add_reader(self.fd, self.read)
         self.loop.call_soon(self.read)  # events may already be queued (binds happened first)
@@ -130,8 +143,9 @@ class SocketMonitor:
     def close(self) -> None:
         self.read()  # deliver what is left
         self.loop.remove_reader(self.fd)
-        try:
-            self.socket.disable_monitor()
-        except zmq.ZMQError:
-            pass
+        if self.socket is not None:
+            try:
+                self.socket.disable_monitor()
+            except zmq.ZMQError:
+                pass
         self.monitor.close(linger=0)

@@ -221,6 +221,12 @@ class Pump:
                 self.fast_fn, self.fast_decode = handler.fn, _then(decode, convert)
         self.set_mode(self.mode)
 
+    def keep_timing(self) -> None:
+        """Start keeping the processing-time histogram (for an HTTP side elsewhere)."""
+        if self.timing is None:
+            self.timing = Timing()
+            self.set_mode(self.mode)
+
     def set_mode(self, mode: str) -> None:
         """Switch to ``mode`` (see the module's mode constants) and pick the matching loop."""
         self.mode = mode

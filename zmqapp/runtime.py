@@ -62,7 +62,7 @@ from .signals import (
     socket_event,
 )
 from .sockets import RunContext, open_socket, unsubscribe_upstream
-from .web import HttpServer
+from .web import HttpServer, LoopLag
 
 if TYPE_CHECKING:
     from .app import App
@@ -122,9 +122,8 @@ class Runtime:
         self.http: HttpServer | None = None
         #: True when the run keeps what the HTTP side shows: timing and peers.
         self.observed = False
-        #: How late the loop ran its lag timer, lately (seconds), and when it last ran.
-        self.loop_lag = 0.0
-        self._last_tick = time.monotonic()
+        #: How late the loop runs its timers (measured while the app serves HTTP).
+        self.lag = LoopLag(LAG_TICK)
         self._warned: set[tuple[str, str]] = set()
         self._since_peer: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -182,7 +181,7 @@ class Runtime:
             self.observed = True
             self.http = HttpServer(self, str(address), token=self.config.get("HTTP_TOKEN"))
             self.http.start()  # probes answer (503) while the app starts
-            self._schedule_tick()
+            self.lag.start()
         app_starting.send(app)
         if self.context is None:
             self.context = RunContext()
@@ -341,6 +340,7 @@ class Runtime:
             if self.http is not None:  # it answered (503) until the drain was done
                 await self.http.close()
                 self.http = None
+            self.lag.stop()
             await self._terminate_context()
             self._remove_signal_handlers()
             self.problems.flush()
@@ -536,26 +536,10 @@ class Runtime:
 
     # -- what the HTTP side shows ----------------------------------------------------------------
 
-    def _schedule_tick(self) -> None:
-        assert self.loop is not None
-        expected = self.loop.time() + LAG_TICK
-        self.loop.call_at(expected, self._tick, expected)
-
-    def _tick(self, expected: float) -> None:
-        assert self.loop is not None
-        self.loop_lag = max(0.0, self.loop.time() - expected)
-        self._last_tick = time.monotonic()
-        if self.state != STOPPED:
-            self._schedule_tick()
-
     def live(self) -> tuple[bool, str]:
         """Alive unless the loop ran its lag timer more than LOOP_LAG_LIMIT seconds late (or
         has not run it for that long)."""
-        limit = float(self.config.get("LOOP_LAG_LIMIT") or 5.0)
-        lag = max(self.loop_lag, time.monotonic() - self._last_tick - LAG_TICK)
-        if lag > limit:
-            return False, f"the event loop is {lag:.1f} s late (LOOP_LAG_LIMIT is {limit:g} s)"
-        return True, ""
+        return self.lag.live(float(self.config.get("LOOP_LAG_LIMIT") or 5.0))
 
     def ready(self) -> tuple[bool, str]:
         """Ready from the end of the start hooks until a stop begins."""
@@ -607,7 +591,7 @@ class Runtime:
             "ready": self.is_ready,
             "pid": os.getpid(),
             "version": __version__,
-            "loop_lag": self.loop_lag,
+            "loop_lag": self.lag.current(),
             "channels": channels,
             "workers": [],
         }

@@ -22,10 +22,12 @@ The same server runs in a ``--workers`` parent for the whole pool (see
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import socket
+import time
 from typing import Any, Protocol
 
 import tornado.httpserver
@@ -37,6 +39,43 @@ from .errors import SetupError
 from .metrics import MissingPrometheus, exposition
 
 log = logging.getLogger("zmqapp")
+
+
+class LoopLag:
+    """How late the running loop runs a timer: measured every ``tick`` seconds."""
+
+    def __init__(self, tick: float = 0.25) -> None:
+        self.tick = tick
+        #: The lateness of the last tick, in seconds.
+        self.lag = 0.0
+        self.last = time.monotonic()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        expected = loop.time() + self.tick
+        self._handle = loop.call_at(expected, self._ticked, loop, expected)
+
+    def _ticked(self, loop: asyncio.AbstractEventLoop, expected: float) -> None:
+        self.lag = max(0.0, loop.time() - expected)
+        self.last = time.monotonic()
+        expected = loop.time() + self.tick
+        self._handle = loop.call_at(expected, self._ticked, loop, expected)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def current(self) -> float:
+        """The lag now: the last tick's, or how overdue the next one is, if more."""
+        return max(self.lag, time.monotonic() - self.last - self.tick)
+
+    def live(self, limit: float) -> tuple[bool, str]:
+        lag = self.current()
+        if lag > limit:
+            return False, f"the event loop is {lag:.1f} s late (LOOP_LAG_LIMIT is {limit:g} s)"
+        return True, ""
 
 
 class Source(Protocol):

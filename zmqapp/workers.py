@@ -43,12 +43,15 @@ from typing import Any
 
 import zmq
 
+from . import __version__
 from .app import App
 from .channel import Channel, Endpoint
 from .errors import SetupError
+from .monitor import EVENTS, SocketMonitor
 from .signals import app_started, app_stopping, peer_connected
 from .socket_types import INBOUND_ONLY, KINDS
 from .sockets import set_option, socket_options
+from .web import HttpServer, LoopLag
 
 log = logging.getLogger("zmqapp.workers")
 
@@ -82,6 +85,8 @@ class Proxy:
     deadline: float = 0.0  # time.monotonic() by which the hand-over ends
     handed_over: int = 0
     dropped: int = 0
+    #: The public socket's monitor, made by the proxy's thread, read on the parent's loop.
+    monitor: zmq.Socket[Any] | None = None
 
     @property
     def inbound(self) -> bool:
@@ -119,6 +124,8 @@ class Proxy:
                 public.setsockopt(zmq.ROUTER_MANDATORY, 0)
             for option, value in self.options.items():  # the channel's, and MAXMSGSIZE
                 set_option(public, self.channel, option, value)
+            # Made here, by the socket's owner; only this pair socket crosses to the loop.
+            self.monitor = public.get_monitor_socket(EVENTS)
             control.connect(control_address)
             try:
                 public.bind(self.address)
@@ -132,6 +139,9 @@ class Proxy:
             self.error = exc
             for sock in sockets:
                 sock.close(linger=0)
+            if self.monitor is not None:
+                self.monitor.close(linger=0)
+                self.monitor = None
             self.ready.set()
             return
         self.ready.set()
@@ -280,6 +290,7 @@ class Worker:
     stopping: bool = False
     status: dict[str, Any] = field(default_factory=dict)
     buffer: bytes = b""
+    asked: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -311,6 +322,11 @@ class Supervisor:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._restarts: dict[int, asyncio.TimerHandle] = {}
+        self.http: HttpServer | None = None
+        self.lag = LoopLag()
+        self.monitors: list[SocketMonitor] = []
+        self.state = "starting"
+        self._asks = 0
 
     # -- the pool's life -----------------------------------------------------------------------
 
@@ -324,8 +340,17 @@ class Supervisor:
         context: zmq.Context[Any] = zmq.Context()
         try:
             self.proxies, self.endpoints = plan(self.app, self.ipc_dir)
+            address = self.app.config.get("HTTP")
+            if address:  # the pool's HTTP side: every worker's numbers, from the parent
+                self.http = HttpServer(self, str(address), token=self.app.config.get("HTTP_TOKEN"))
+                self.http.start()
+                self.lag.start()
             for proxy in self.proxies:
                 proxy.start(context)
+                if proxy.monitor is not None:
+                    self.monitors.append(
+                        SocketMonitor(self.app, proxy.channel, None, monitor=proxy.monitor)
+                    )
                 log.info(
                     "channel %r: %s is bound here and shared by %d workers (%s proxy)",
                     proxy.channel.name,
@@ -336,13 +361,21 @@ class Supervisor:
             if not self.stopping:
                 for slot in range(self.count):
                     self.start(slot)
+            self.state = "running"
             pings = loop.create_task(self._ping_forever())
             await self._stop_event.wait()
             pings.cancel()
+            self.state = "stopping"
             return await self._stop()
         finally:
+            self.state = "stopped"
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+            for monitor in self.monitors:
+                monitor.close()
+            if self.http is not None:
+                await self.http.close()
+            self.lag.stop()
             for worker in list(self.workers.values()):
                 self._forget(worker)
                 if worker.proc.poll() is None:
@@ -426,8 +459,14 @@ class Supervisor:
             if op == "ready":
                 worker.ready = True
                 log.info("worker %d (pid %s) is ready", worker.slot, worker.proc.pid)
+            elif op == "stopping":
+                worker.ready = False
             elif op == "pong":
                 worker.status = message.get("status") or {}
+            elif op == "snapshot":
+                future = worker.asked.pop(int(message.get("id", -1)), None)
+                if future is not None and not future.done():
+                    future.set_result(message.get("snapshot") or {})
 
     def _send(self, worker: Worker, message: dict[str, Any]) -> None:
         try:
@@ -437,6 +476,9 @@ class Supervisor:
 
     def _died(self, worker: Worker) -> None:
         self._forget(worker)
+        for future in worker.asked.values():
+            if not future.done():
+                future.cancel()
         code = worker.proc.wait()
         if self.stopping:
             return
@@ -517,6 +559,92 @@ class Supervisor:
         worker.stopping = True  # its death restarts it through _died, as for any death
         worker.started = time.monotonic() - QUICK_DEATH  # a hang is not a quick death
 
+    # -- the pool's HTTP side ------------------------------------------------------------------
+
+    def live(self) -> tuple[bool, str]:
+        return self.lag.live(float(self.app.config.get("LOOP_LAG_LIMIT") or 5.0))
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready when every worker is, and the pool is not stopping."""
+        if self.state != "running":
+            return False, "stopping" if self.state in ("stopping", "stopped") else self.state
+        ready = sum(1 for worker in self.workers.values() if worker.ready)
+        if ready < self.count:
+            return False, f"{ready} of {self.count} workers ready"
+        return True, ""
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        """Every worker's snapshot, each marked with its ``worker`` slot (one that does not
+        answer within a second is left out)."""
+        workers = list(self.workers.values())
+        answers = await asyncio.gather(*(self._ask(worker) for worker in workers))
+        snapshots = []
+        for worker, snapshot in zip(workers, answers, strict=True):
+            if snapshot is not None:
+                snapshot["worker"] = worker.slot
+                snapshots.append(snapshot)
+        return snapshots
+
+    async def _ask(self, worker: Worker) -> dict[str, Any] | None:
+        assert self.loop is not None
+        self._asks += 1
+        future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+        worker.asked[self._asks] = future
+        self._send(worker, {"op": "snapshot", "id": self._asks})
+        try:
+            return await asyncio.wait_for(future, timeout=1.0)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            worker.asked.pop(self._asks, None)
+            return None
+
+    async def status(self) -> dict[str, Any]:
+        """The pool as one app: channels with the public endpoints and every worker's counters
+        added up, then each worker's own status under ``workers``."""
+        snapshots = await self.snapshots()
+        by_slot = {snap["worker"]: snap for snap in snapshots}
+        peers = {monitor.channel.name: monitor.peers for monitor in self.monitors}
+        bound: dict[str, list[str]] = {}
+        for proxy in self.proxies:
+            bound.setdefault(proxy.channel.name, []).append(proxy.bound)
+        channels: dict[str, Any] = {}
+        for name, channel in self.app.channels.items():
+            totals = _add_up([snap["channels"].get(name, {}) for snap in snapshots])
+            totals.update(
+                type=channel.type_name,
+                endpoints=[str(e) for e in channel.endpoints],
+                bound=bound.get(name, []),
+                send_to=channel.send_to,
+                subscribe=[t.decode("utf-8", "replace") for t in channel.subscribe],
+            )
+            if name in peers:  # bound here by a proxy: its peers are the pool's
+                totals["peers"] = len(peers[name])
+                totals["peer_addresses"] = sorted(set(peers[name].values()))
+            channels[name] = totals
+        workers = []
+        for slot, worker in sorted(self.workers.items()):
+            snap = by_slot.get(slot, {})
+            workers.append(
+                {
+                    "worker": slot,
+                    "pid": worker.proc.pid,
+                    "ready": worker.ready,
+                    "answering": bool(snap),
+                    "state": snap.get("state", "not answering"),
+                    "loop_lag": snap.get("loop_lag"),
+                    "channels": snap.get("channels", {}),
+                }
+            )
+        return {
+            "app": self.app.name,
+            "state": self.state,
+            "ready": self.ready()[0],
+            "pid": os.getpid(),
+            "version": __version__,
+            "loop_lag": self.lag.current(),
+            "channels": channels,
+            "workers": workers,
+        }
+
     async def _stop(self) -> int:
         """Hand over, stop the workers, close the proxies: within SHUTDOWN_TIMEOUT."""
         config = self.app.config
@@ -552,6 +680,34 @@ class Supervisor:
                 code = 1
         log.info("all workers stopped")
         return code
+
+
+_SUMMED = ("received", "handled", "errors", "decode_failed", "sent", "dropped", "queue",
+           "in_flight", "peers", "refused")  # fmt: skip
+
+
+def _add_up(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One channel's numbers over several workers: counters and gauges added, histograms
+    added bucket by bucket."""
+    total: dict[str, Any] = {key: 0 for key in _SUMMED}
+    total.update(drops={}, handshake_failures={}, requests={}, timing=None, peer_addresses=[])
+    for part in parts:
+        for key in _SUMMED:
+            total[key] += int(part.get(key) or 0)
+        for key in ("drops", "handshake_failures", "requests"):
+            for reason, value in (part.get(key) or {}).items():
+                total[key][reason] = total[key].get(reason, 0) + value
+        timing = part.get("timing")
+        if timing:
+            if total["timing"] is None:
+                total["timing"] = {"buckets": timing["buckets"], "counts": [0] * len(
+                    timing["counts"]), "sum": 0.0}  # fmt: skip
+            counts = total["timing"]["counts"]
+            for i, count in enumerate(timing["counts"]):
+                counts[i] += count
+            total["timing"]["sum"] += timing["sum"]
+        total["peer_addresses"] += part.get("peer_addresses") or []
+    return total
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -607,6 +763,10 @@ class ParentLink:
             op = message.get("op")
             if op == "ping":
                 self.send({"op": "pong", "status": self.status()})
+            elif op == "snapshot":
+                runtime = self.app.runtime
+                snapshot = runtime.snapshot() if runtime is not None else {}
+                self.send({"op": "snapshot", "id": message.get("id"), "snapshot": snapshot})
             elif op == "stop":
                 timeout = message.get("timeout")
                 if isinstance(timeout, (int, float)):
@@ -657,12 +817,14 @@ def worker_main(spec: dict[str, Any]) -> int:
         return 1
     for name, addresses in spec["endpoints"].items():
         app.config.set_path(["CHANNELS", name, "endpoint"], addresses)
+    http = bool(app.config.get("HTTP"))
+    app.config["HTTP"] = None  # the parent serves the pool's HTTP side
     backends = {
         name: [a[1:] for a in addresses if a.startswith(">ipc://")]
         for name, addresses in spec["endpoints"].items()
     }
     try:
-        asyncio.run(_serve_worker(app, slot, link, backends, str(spec["ipc_dir"])))
+        asyncio.run(_serve_worker(app, slot, link, backends, str(spec["ipc_dir"]), http))
     except Exception:
         log.exception("worker %d failed", slot)
         return 1
@@ -670,7 +832,12 @@ def worker_main(spec: dict[str, Any]) -> int:
 
 
 async def _serve_worker(
-    app: App, slot: int, link: socket.socket, backends: dict[str, list[str]], ipc_dir: str
+    app: App,
+    slot: int,
+    link: socket.socket,
+    backends: dict[str, list[str]],
+    ipc_dir: str,
+    http: bool,
 ) -> None:
     loop = asyncio.get_running_loop()
     parent_gone = False
@@ -701,6 +868,9 @@ async def _serve_worker(
     def running(sender: App) -> None:
         nonlocal started
         started = True
+        if sender.runtime is not None and http:  # the parent shows this worker's timing
+            for pump in sender.runtime.pumps.values():
+                pump.keep_timing()
         maybe_ready()
         # The proxies' ipc sockets answer at once; do not wait forever for one that does not.
         loop.call_later(5.0, give_up_waiting)
