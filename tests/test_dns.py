@@ -277,6 +277,38 @@ def test_ipv6_addresses_are_connected_in_brackets(dns_server: DnsServer) -> None
     run(scenario())
 
 
+@pytest.mark.timeout(10)
+def test_a_swap_connects_the_new_address_before_it_disconnects_the_old(
+    dns_server: DnsServer,
+) -> None:
+    calls: list[str] = []
+
+    async def scenario() -> None:
+        endpoint = DnsEndpoint(
+            NAME,
+            5555,
+            connect=lambda a: calls.append(f"connect {a}"),
+            disconnect=lambda a: calls.append(f"disconnect {a}"),
+            refresh=REFRESH,
+            nameservers=[dns_server.nameserver],
+        )
+        dns_server.set(NAME, ["127.0.0.2"])
+        endpoint.start()
+        await wait_until(lambda: calls, 2, "first address")
+        dns_server.set(NAME, ["127.0.0.3"])
+        await wait_until(lambda: len(calls) == 3, 2 * REFRESH, "the swap")
+        endpoint.close()
+        await endpoint.wait_closed()
+
+    run(scenario())
+    # A PUSH socket is never left without a peer, so a send never blocks mid-rollout.
+    assert calls == [
+        "connect tcp://127.0.0.2:5555",
+        "connect tcp://127.0.0.3:5555",
+        "disconnect tcp://127.0.0.2:5555",
+    ]
+
+
 # -- failures ----------------------------------------------------------------------------------
 
 

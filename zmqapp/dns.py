@@ -306,16 +306,14 @@ class DnsEndpoint:
         errors: list[str] = []
         for version, result in zip((4, 6), results, strict=True):
             if isinstance(result, str):
-                if result not in errors:
-                    errors.append(result)
+                errors.append(result)
                 found |= {a for a in self._addresses if _version(a) == version}
             else:
                 found |= result
-        if len(errors) == 2:
-            return None, "; ".join(errors)
-        if not found:
-            return None, "; ".join(errors) or "no A or AAAA record"
-        return found, "; ".join(errors) or None
+        error = "; ".join(dict.fromkeys(errors)) or None
+        if len(errors) == len(results) or not found:
+            return None, error or "no A or AAAA record"
+        return found, error
 
     async def _query(self, rdtype: str) -> set[str] | str:
         """The addresses of one record type, or why they could not be had."""
