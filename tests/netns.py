@@ -198,6 +198,15 @@ class Host:
         #: The switch's end of this host's cable.
         self.port = f"vh{index}"
 
+    def run(self, *argv: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+        """Run a command in this host and wait for it, e.g. ``host.run("ss", "-tn")``."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.namespace, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def python(self, script: str | Path, *args: str) -> Program:
         """Run ``python script args`` in this host (the test's interpreter and packages)."""
         program = Program(self, [sys.executable, "-u", str(script), *args])

@@ -22,7 +22,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -165,7 +165,10 @@ class DnsEndpoint:
     headless service between two pods of a rollout), and keeping a stale address costs only
     reconnect attempts, while dropping healthy peers loses their messages; dead peers are
     dropped by ``heartbeat=`` and by libzmq. So an address leaves the socket only when a
-    lookup that succeeds no longer lists it. When the A lookup works and the AAAA one fails
+    lookup that succeeds no longer lists it. (With libzmq's default ``IMMEDIATE=0``, an
+    address that does not answer still takes its share of a PUSH or DEALER socket's messages,
+    which wait in its queue, up to ``SNDHWM``, until it answers or is disconnected;
+    ``IMMEDIATE=1`` sends to connected peers only.) When the A lookup works and the AAAA one fails
     (or the other way round), the family that answered is brought up to date and the other
     kept. A failure is retried with exponential backoff, from ``refresh / 4`` (at most half a
     second) up to ``refresh``, logged as a WARNING when it starts, again at most every
@@ -184,7 +187,7 @@ class DnsEndpoint:
     """
 
     #: Seconds between repeated WARNINGs while a name keeps failing to resolve.
-    warn_every: ClassVar[float] = 60.0
+    warn_every: float = 60.0
 
     def __init__(
         self,
