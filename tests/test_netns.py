@@ -8,13 +8,14 @@ partition) and restored. Every message is counted: sent, received by B and C, lo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from netns import Event, Network, Program, unavailable
 
 HEARTBEAT = 0.2
+SLACK = 0.15
 PORT = 5555  # inside namespaces this test made: nothing else can hold it
 PEERS = Path(__file__).parent / "netns_peers.py"
 
@@ -28,7 +29,7 @@ def network() -> Iterator[Network]:
         yield net
 
 
-def after(t: float, name: str, endpoint: str | None = None) -> object:
+def after(t: float, name: str, endpoint: str | None = None) -> Callable[[Event], bool]:
     """Match an event called ``name`` (for ``endpoint``) that happened after ``t``."""
 
     def match(e: Event) -> bool:
@@ -88,13 +89,14 @@ def test_a_cut_peer_is_dropped_by_heartbeats_and_rejoins(network: Network, immed
     )
 
     # Stop, and let every queue drain: a flush marker reaches a peer after all sent before.
+    stopped = time.monotonic()
     push.send("stop")
     pull_b.event("flushed")
     pull_c.event("flushed")
     push.send("quit")
+    sent: list[float] = push.event("summary")["sent"]
     pull_b.send("quit")
     pull_c.send("quit")
-    sent: list[float] = push.event("summary")["sent"]
     got_b: list[int] = pull_b.event("summary")["received"]
     got_c: list[int] = pull_c.event("summary")["received"]
 
@@ -117,14 +119,14 @@ def test_a_cut_peer_is_dropped_by_heartbeats_and_rejoins(network: Network, immed
     )
 
     # Dropped within three intervals, by heartbeats: never before two (see heartbeat.py);
-    # the slack is for the programs reading their monitors.
+    # SLACK is for the programs to read their monitors on a busy machine.
     assert detected - cut_done >= 2 * HEARTBEAT - 0.05, "dropped before two intervals"
-    assert detected - cut_start <= 3 * HEARTBEAT + 0.1, "A took over three intervals"
-    assert lost_a["t"] - cut_start <= 3 * HEARTBEAT + 0.1, "C took over three intervals"
+    assert detected - cut_start <= 3 * HEARTBEAT + SLACK, "A took over three intervals"
+    assert lost_a["t"] - cut_start <= 3 * HEARTBEAT + SLACK, "C took over three intervals"
     assert back["t"] - restore_start <= 3 * HEARTBEAT + 0.5, "rejoin took too long"
-    # B never saw anything of it.
-    assert "disconnected" not in [e["event"] for e in pull_b.events]
-    assert [e for e in push.events if e["event"] == "disconnected" and e["endpoint"] == to_b] == []
+    # B never saw anything of it (until the programs end: one quits before the other).
+    assert [e for e in pull_b.events if e["event"] == "disconnected" and e["t"] < stopped] == []
+    assert [e for e in push.events if after(0, "disconnected", to_b)(e) and e["t"] < stopped] == []
     # Only what was in the cut link is lost: sent after the cut, before its detection.
     assert set(lost) <= set(in_window), (
         f"lost outside the cut: {sorted(set(lost) - set(in_window))}"
