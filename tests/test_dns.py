@@ -608,14 +608,15 @@ def test_binding_a_dns_endpoint_is_an_error() -> None:
 
 
 def test_parse_nameservers() -> None:
-    assert parse_nameservers(["10.0.0.1", "10.0.0.2:5353", "[fd00::1]:53", "::1"]) == [
+    assert parse_nameservers(["10.0.0.1", "10.0.0.2:5353", "[fd00::1]:54", "::1", "[::2]"]) == [
         ("10.0.0.1", 53),
         ("10.0.0.2", 5353),
-        ("fd00::1", 53),
+        ("fd00::1", 54),
         ("::1", 53),
+        ("::2", 53),
     ]
     assert parse_nameservers("10.0.0.1, 10.0.0.2:54") == [("10.0.0.1", 53), ("10.0.0.2", 54)]
-    for bad in ["dns.google", "10.0.0.1:", "10.0.0.1:99999", "[::1]:x", "[::1"]:
+    for bad in ["dns.google", "10.0.0.1:", "10.0.0.1:99999", "[::1]:x", "[::1", "[::1]53"]:
         with pytest.raises(SetupError, match="is not an IP address with an optional port"):
             parse_nameservers([bad])
     with pytest.raises(SetupError, match="is not an IP address"):

@@ -129,8 +129,8 @@ def parse_nameservers(nameservers: str | Iterable[str]) -> list[tuple[str, int]]
     for item in items:
         host, port = item, "53"
         if item.startswith("["):
-            host, _, after = item[1:].partition("]")
-            port = after[1:] if after.startswith(":") else ""
+            host, bracket, after = item[1:].partition("]")
+            port = after[1:] if after.startswith(":") else "" if after or not bracket else "53"
         elif item.count(":") == 1:
             host, _, port = item.partition(":")
         if not (_is_ip(host) and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
@@ -270,7 +270,8 @@ class DnsEndpoint:
             self._task.cancel()
 
     async def wait_closed(self) -> None:
-        """Wait until the task :meth:`close` cancelled has ended."""
+        """Wait until the endpoint's task has ended: after :meth:`close`, or by itself for
+        an IP address, which needs no lookups."""
         if self._task is not None:
             await asyncio.wait([self._task])
 
