@@ -56,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a channel may go without a peer, while it has messages to send or is bound,
     # before a warning says so.
     "NO_PEER_WARN": 10.0,
+    # "text", or "json": one JSON object per log line (app, worker, channel, peer, ...).
+    "LOG_FORMAT": "text",
     # Channel name -> {option: value} overrides.
     "CHANNELS": {},
 }

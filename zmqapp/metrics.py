@@ -53,9 +53,12 @@ INSTALL_HINT = (
 )
 
 
-def exposition(snapshots: Iterable[dict[str, Any]], version: str) -> tuple[bytes, str]:
-    """The Prometheus text for ``snapshots`` (one per process; a ``worker`` key in each adds
-    that label), and its content type. Raises :class:`MissingPrometheus`."""
+def exposition(
+    snapshots: Iterable[dict[str, Any]], version: str, accept: str = ""
+) -> tuple[bytes, str]:
+    """The exposition of ``snapshots`` (one per process; a ``worker`` key in each adds that
+    label) in the format the scraper's ``accept`` header asks for (Prometheus text by
+    default, or OpenMetrics), and its content type. Raises :class:`MissingPrometheus`."""
     try:
         from prometheus_client.core import (
             CollectorRegistry,
@@ -63,7 +66,7 @@ def exposition(snapshots: Iterable[dict[str, Any]], version: str) -> tuple[bytes
             GaugeMetricFamily,
             HistogramMetricFamily,
         )
-        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client.exposition import choose_encoder
     except ImportError:
         raise MissingPrometheus(INSTALL_HINT) from None
 
@@ -173,4 +176,5 @@ def exposition(snapshots: Iterable[dict[str, Any]], version: str) -> tuple[bytes
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())
-    return generate_latest(registry), str(CONTENT_TYPE_LATEST)
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type

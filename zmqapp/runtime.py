@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import zmq
 from tornado.ioloop import PeriodicCallback
 
-from . import __version__, security
+from . import __version__, logs, security
 from ._handlers import describe, is_async_callable
 from ._problems import ProblemLog
 from ._threads import DaemonThreadPool
 from .channel import Channel
-from .errors import NotRunning
+from .errors import NotRunning, SetupError
 from .metrics import Timing
 from .monitor import SocketMonitor
 from .pump import DRAINING, HOLDING, IDLE, REFUSING, RUNNING, Pump
@@ -125,7 +125,8 @@ class Runtime:
         #: How late the loop runs its timers (measured while the app serves HTTP).
         self.lag = LoopLag(LAG_TICK)
         self._warned: set[tuple[str, str]] = set()
-        self._since_peer: dict[str, float] = {}
+        #: Channel name -> (since when it has had no peer, messages sent by then).
+        self._since_peer: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._stop_asked = False
         self._stop_event: asyncio.Event | None = None
@@ -175,6 +176,11 @@ class Runtime:
         """Open every socket, run the start hooks, then let handlers have messages."""
         app = self.app
         app.apply_config()
+        try:
+            if logs.check_format(self.config.get("LOG_FORMAT")) == "json":
+                logs.use_json(app.name)
+        except ValueError as exc:
+            raise SetupError(str(exc)) from None
         self._install_signal_handlers()
         address = self.config.get("HTTP")
         if address:
@@ -610,17 +616,19 @@ class Runtime:
                 continue
             if monitor is None and not pump.outbox:
                 continue  # without a monitor, only a send queue that does not drain tells
-            since = self._since_peer.setdefault(name, now)
+            since, sent_then = self._since_peer.setdefault(name, (now, pump.stats.sent))
             if now - since < limit:
                 continue
             channel = pump.channel
-            if pump.outbox and (name, "queue") not in self._warned:
+            # Messages wait: in zmqapp's queue, or handed to ZeroMQ with nobody to take them.
+            waiting = len(pump.outbox) + pump.stats.sent - sent_then
+            if waiting and (name, "queue") not in self._warned:
                 self._warned.add((name, "queue"))
                 self.logger.warning(
                     "channel %r has had no peer taking messages for %.0f s and %d wait to be "
                     "sent; check that something binds or connects at %s with a socket type "
                     "that pairs with %s",
-                    name, now - since, len(pump.outbox),
+                    name, now - since, waiting,
                     ", ".join(map(str, channel.endpoints)), channel.type_name,
                     extra={"channel": name, "peer": None},
                 )  # fmt: skip

@@ -31,7 +31,6 @@ import time
 from typing import Any, Protocol
 
 import tornado.httpserver
-import tornado.netutil
 import tornado.web
 
 from . import __version__
@@ -165,7 +164,8 @@ class Readyz(Handler):
 class Metrics(Handler):
     async def get(self) -> None:
         try:
-            body, content_type = exposition(await self.source.snapshots(), __version__)
+            accept = self.request.headers.get("Accept", "")
+            body, content_type = exposition(await self.source.snapshots(), __version__, accept)
         except MissingPrometheus as exc:
             self.plain(501, str(exc))
             return
@@ -209,21 +209,31 @@ class HttpServer:
     def start(self) -> None:
         """Listen (before any socket of the app binds, so a port clash fails the start)."""
         try:
-            sockets = tornado.netutil.bind_sockets(self.port, self.host or None)
+            if self.host:
+                family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+                listener = socket.create_server((self.host, self.port), family=family)
+            elif socket.has_dualstack_ipv6():
+                listener = socket.create_server(
+                    ("", self.port), family=socket.AF_INET6, dualstack_ipv6=True
+                )
+            else:  # pragma: no cover - hosts without IPv6
+                listener = socket.create_server(("", self.port))
         except OSError as exc:
             raise SetupError(
                 f"HTTP could not listen on {self.host or '*'}:{self.port}: {exc.strerror or exc}; "
                 "choose another port (or 0 for one the OS picks)"
             ) from None
+        listener.setblocking(False)
         self.server = tornado.httpserver.HTTPServer(self.application, xheaders=False)
-        self.server.add_sockets(sockets)
-        name = sockets[0].getsockname()
-        host = name[0]
-        if sockets[0].family == socket.AF_INET6:
-            host = f"[{host}]"
+        self.server.add_sockets([listener])
+        port = listener.getsockname()[1]
         if not self.host:
             host = "127.0.0.1"  # every interface: this one answers too
-        self.url = f"http://{host}:{name[1]}"
+        elif listener.family == socket.AF_INET6:
+            host = f"[{self.host}]"
+        else:
+            host = self.host
+        self.url = f"http://{host}:{port}"
         log.info("HTTP: %s (/livez /readyz /metrics /status)", self.url)
 
     async def close(self) -> None:

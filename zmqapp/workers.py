@@ -43,7 +43,7 @@ from typing import Any
 
 import zmq
 
-from . import __version__
+from . import __version__, logs
 from .app import App
 from .channel import Channel, Endpoint
 from .errors import SetupError
@@ -805,16 +805,16 @@ def worker_main(spec: dict[str, Any]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     slot = int(spec["slot"])
-    logging.basicConfig(
-        level=str(spec["log_level"]).upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s [worker {slot}]: %(message)s",
-    )
+    level = str(spec["log_level"])
+    logs.configure(level, str(spec.get("log_format") or "text"), worker=slot)
     link = socket.socket(fileno=int(spec["link"]))
     try:
         app = load_app(spec["app"], spec["config"], [tuple(s) for s in spec["settings"]])
+        log_format = logs.check_format(app.config.get("LOG_FORMAT"))
     except Exception:
         log.exception("worker %d cannot start", slot)
         return 1
+    logs.configure(level, log_format, app=app.name, worker=slot)
     for name, addresses in spec["endpoints"].items():
         app.config.set_path(["CHANNELS", name, "endpoint"], addresses)
     http = bool(app.config.get("HTTP"))

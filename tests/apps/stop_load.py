@@ -48,6 +48,8 @@ app.add_channel(
 @app.on_start
 def announce() -> None:
     print("bound", app.channels["in"].bound[0], flush=True)
+    if app.runtime is not None and app.runtime.http is not None:
+        print("http", app.runtime.http.url, flush=True)
 
 
 @signals.app_stopping.connect_via(app)
