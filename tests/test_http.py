@@ -361,5 +361,5 @@ def test_serving_http_on_a_taken_port_fails_the_start(running: Any) -> None:
     second = App("second")
     second.config.update(HTTP=f"127.0.0.1:{port}")
     second.channel("c", endpoint=TCP, type="PULL")(lambda b: None)
-    with pytest.raises(Exception, match="HTTP could not listen on 127.0.0.1"):
+    with pytest.raises(Exception, match=r"HTTP could not listen on 127\.0\.0\.1"):
         asyncio.run(second.serve())

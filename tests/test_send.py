@@ -81,11 +81,8 @@ def test_full_send_queue_raises_instead_of_growing(app: App, running: Any) -> No
     assert app.channels["out"].stats.sent == 0
 
 
-def test_send_async_waits_for_room(app: App, running: Any, peer: Any, ctx: Any) -> None:
-    probe = ctx.socket(zmq.PULL)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)
-    endpoint = f"tcp://127.0.0.1:{port}"
+def test_send_async_waits_for_room(app: App, running: Any, peer: Any, tmp_path: Any) -> None:
+    endpoint = f"ipc://{tmp_path}/later.sock"  # nobody there yet (see the test above)
     app.config["SEND_QUEUE"] = 3
     app.add_channel("out", endpoint=endpoint, type="PUSH", options={"sndhwm": 1, "immediate": 1})
     progress: list[int] = []

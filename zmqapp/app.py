@@ -409,11 +409,13 @@ class App:
         channel = self._sending_channel(name, topic, identity)
         frames = frames_for(channel.codec, body, topic, identity)
         runtime = self._running_for(name)
-        runtime.call(self._send_on_loop, runtime, name, frames)
+        runtime.call(
+            self._send_on_loop, runtime, name, frames, _body_start(frames, topic, identity)
+        )
 
     @staticmethod
-    def _send_on_loop(runtime: Runtime, name: str, frames: list[bytes]) -> None:
-        runtime.pump(name).send(frames)
+    def _send_on_loop(runtime: Runtime, name: str, frames: list[bytes], body_start: int) -> None:
+        runtime.pump(name).send_message(frames, body_start)
 
     async def send_async(
         self,
@@ -428,12 +430,13 @@ class App:
         channel = self._sending_channel(name, topic, identity)
         frames = frames_for(channel.codec, body, topic, identity)
         runtime = self._running_for(name)
-        await runtime.call_async(self._send_when_room, runtime.pump(name), frames)
+        start = _body_start(frames, topic, identity)
+        await runtime.call_async(self._send_when_room, runtime.pump(name), frames, start)
 
     @staticmethod
-    async def _send_when_room(pump: Pump, frames: list[bytes]) -> None:
+    async def _send_when_room(pump: Pump, frames: list[bytes], body_start: int) -> None:
         await pump.wait_for_room()
-        pump.send(frames)
+        pump.send_message(frames, body_start)
 
     def _running_for(self, name: str) -> Runtime:
         runtime = self.runtime
@@ -531,9 +534,17 @@ class App:
         requests = runtime.requests.get(name)
         if requests is None:
             raise NotRunning(f"app {runtime.app.name!r} is not running; requests need its sockets")
-        stats = requests.pump.stats
+        pump = requests.pump
+        stats = pump.stats
+        tracer = pump.tracer
         try:
-            reply = await requests.ask(frames, timeout, retries)
+            if tracer is None:
+                reply = await requests.ask(frames, timeout, retries)
+            else:
+                with tracer.request(pump.channel, sum(len(f) for f in frames)):
+                    if pump.channel.trace:
+                        frames = [tracer.header(), *frames]
+                    reply = await requests.ask(frames, timeout, retries)
         except Timeout:
             stats.request("timeout")
             raise
@@ -558,6 +569,15 @@ class App:
 
             cls = TestClient
         return cls(self, **kwargs)
+
+
+def _body_start(frames: list[bytes], topic: Any, identity: Any) -> int:
+    """Where the body begins in frames made by ``frames_for``: after the identity frames
+    and the topic."""
+    start = 1 if topic is not None else 0
+    if identity is not None:
+        start += 1 if isinstance(identity, (bytes, bytearray)) else len(list(identity))
+    return min(start, len(frames) - 1)
 
 
 def _root_path(import_name: str) -> str:

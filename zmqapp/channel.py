@@ -213,7 +213,7 @@ class Channel:
     #: Option names a channel accepts, beyond ``endpoint`` and ``type``.
     option_names = frozenset({
         "endpoint", "type", "bind", "subscribe", "codec", "send_to", "concurrency",
-        "threaded", "options", "maxmsgsize", "maxframes", "timeout", "retries", "monitor",
+        "threaded", "options", "maxmsgsize", "maxframes", "timeout", "retries", "monitor", "trace",
         "curve_secret_key", "curve_server_key", "authorized_keys", "allow", "deny",
     })  # fmt: skip
 
@@ -332,6 +332,8 @@ class Channel:
             name, "retries", options.get("retries") or 0, integer=True, minimum=0
         )
         self.monitor: bool = _flag(name, "monitor", options.get("monitor", False))
+        #: Carry OpenTelemetry context in a header frame (both ends must say so).
+        self.trace: bool = _flag(name, "trace", options.get("trace", False))
         self.security: dict[str, Any] = {
             k: options[k]
             for k in ("curve_secret_key", "curve_server_key", "authorized_keys", "allow", "deny")

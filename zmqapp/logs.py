@@ -41,8 +41,9 @@ class JsonFormatter(logging.Formatter):
         elif record.exc_text:
             exc = record.exc_text
         document = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-            .isoformat(),
+            "time": datetime.datetime.fromtimestamp(
+                record.created, datetime.timezone.utc
+            ).isoformat(),
             "level": record.levelname,
             "app": getattr(record, "app", None) or self.app,
             "worker": getattr(record, "worker", self.worker),

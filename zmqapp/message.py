@@ -44,7 +44,7 @@ class Multipart(list):  # type: ignore[type-arg]
 class Message:
     """One received message, as handlers and signal receivers see it."""
 
-    __slots__ = ("body", "channel", "envelope", "frames", "topic", "user_id")
+    __slots__ = ("body", "channel", "envelope", "frames", "topic", "trace_context", "user_id")
 
     def __init__(
         self,
@@ -67,6 +67,8 @@ class Message:
         self.topic = topic
         #: The peer's authenticated CURVE key (Z85), on channels with ``curve_secret_key``.
         self.user_id = user_id
+        #: The OpenTelemetry context the sender put on the wire (``trace=True`` channels).
+        self.trace_context: Any = None
 
     @property
     def identity(self) -> bytes | None:

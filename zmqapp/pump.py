@@ -64,6 +64,7 @@ from .signals import (
     message_received,
     message_sent,
 )
+from .tracing import Tracer, body_size, header_index
 
 log = logging.getLogger("zmqapp")
 
@@ -168,6 +169,8 @@ class Pump:
         self.paused = False
         #: Processing-time histogram, kept only while the app serves HTTP.
         self.timing: Timing | None = None
+        #: Spans, when a tracer provider is configured (set before build_invokers).
+        self.tracer: Tracer | None = None
         self._timed: Timing | None = None  # the histogram the current mode records into
         self.drain: Callable[[], bool] = self.drain_messages
         self.dispatch: Callable[[Frames], None] = self.dispatch_message
@@ -203,6 +206,8 @@ class Pump:
         self.fast_fn = self.fast_decode = None
         if (
             isinstance(handler, Handler)
+            and self.tracer is None
+            and not channel.trace
             and not is_async
             and handler.body_param is not None
             and handler.body_positional
@@ -452,6 +457,9 @@ class Pump:
 
     def dispatch_message(self, frames: Frames) -> None:
         """The general path: build a :class:`Message`, call every receiver, reply, signal."""
+        parent = None
+        if self.channel.trace:
+            frames, parent = self.strip_trace(frames)
         try:
             message = self.parse(frames)
         except Exception as exc:
@@ -459,11 +467,30 @@ class Pump:
             return
         if self.user_ids and self.current is not None:
             message.user_id = security.user_id_of(self.current)
+        message.trace_context = parent
         if message_received.receivers:
             message_received.send(self.app, message=message)
         if self.is_async:
             self.start_task(message)
-            return
+        elif self.tracer is None:
+            self.run_handlers(message)
+        else:
+            with self.tracer.process(self.channel, body_size(frames), parent):
+                self.run_handlers(message)
+
+    def strip_trace(self, frames: Frames) -> tuple[Frames, Any]:
+        """A ``trace=True`` channel's message without its trace-context frame, and the
+        context that frame carried (None without one, or without a tracer)."""
+        start = split_envelope(frames) if self.reply_type == _ROUTER else 0
+        index = header_index(frames, self.channel, start)
+        if index is None:
+            return frames, None
+        header = frames[index]
+        frames = frames[:index] + frames[index + 1 :]
+        return frames, self.tracer.context_of(header) if self.tracer is not None else None
+
+    def run_handlers(self, message: Message) -> None:
+        """Call every receiver of a plain channel, then :meth:`finish`."""
         reply: Frames | None = None
         error: Exception | None = None
         for invoke in self.invokers:
@@ -507,6 +534,14 @@ class Pump:
 
     async def dispatch_async(self, message: Message) -> None:
         """:meth:`dispatch_message` for channels with coroutine or threaded receivers."""
+        if self.tracer is None:
+            await self.run_async(message)
+            return
+        size = body_size(message.frames)
+        with self.tracer.process(self.channel, size, message.trace_context):
+            await self.run_async(message)
+
+    async def run_async(self, message: Message) -> None:
         reply: Frames | None = None
         error: Exception | None = None
         started = _monotonic()
@@ -597,6 +632,8 @@ class Pump:
         if isinstance(exc, DecodeError):  # a typed body that did not fit
             self.decode_failed(message.frames, exc, message)
             return
+        if self.tracer is not None:
+            self.tracer.failed(exc)
         handler = getattr(invoke, "handler", None)
         if handler is None:  # a receiver connected to the channel's signal, held weakly
             handler = getattr(invoke, "handler_ref", lambda: None)() or invoke
@@ -663,7 +700,19 @@ class Pump:
 
     def send_body(self, body: Any, *, force: bool = False) -> None:
         """Encode ``body`` with this channel's codec and send it (see :meth:`send`)."""
-        self.send(encode_body(self.channel.codec, body), force=force)
+        self.send_message(encode_body(self.channel.codec, body), 0, force=force)
+
+    def send_message(self, frames: Frames, body_start: int = 0, *, force: bool = False) -> None:
+        """:meth:`send` a message whose body begins at ``body_start``, in a PRODUCER span
+        when tracing, with the trace-context frame on a ``trace=True`` channel."""
+        tracer = self.tracer
+        if tracer is None:
+            self.send(frames, force=force)
+            return
+        with tracer.send(self.channel, body_size(frames[body_start:])):
+            if self.channel.trace:
+                frames.insert(body_start, tracer.header())
+            self.send(frames, force=force)
 
     def send(self, frames: Frames, *, force: bool = False) -> None:
         """Send now if ZeroMQ takes it, else queue it; never blocks.

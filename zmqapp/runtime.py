@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import signal as _signal
 import threading
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import zmq
 from tornado.ioloop import PeriodicCallback
 
-from . import __version__, logs, security
+from . import __version__, logs, security, tracing
 from ._handlers import describe, is_async_callable
 from ._problems import ProblemLog
 from ._threads import DaemonThreadPool
@@ -194,10 +195,12 @@ class Runtime:
         context = self.context
         # The authenticator runs before any socket binds, so no client slips in unchecked.
         self.authenticator = security.authenticator_for(app, context, app.channels.values())
+        tracer = tracing.tracer_for(app.name)
         for name, channel in app.channels.items():
             sock = open_socket(context, channel, self.config, monitor=self._watch)
             channel.socket = sock
-            self.pumps[name] = Pump(self, channel, sock, self.config)
+            pump = self.pumps[name] = Pump(self, channel, sock, self.config)
+            pump.tracer = tracer
         for name, pump in self.pumps.items():
             channel = pump.channel
             if channel.send_to is not None:
@@ -245,10 +248,15 @@ class Runtime:
 
     def _follow_receivers(self, channel: Channel, pump: Pump) -> None:
         """Rebuild the pump's receivers whenever something connects to or disconnects from
-        the channel's signal (blinker's own notifications)."""
+        the channel's signal (blinker's own notifications). From another thread, the
+        connect returns once the loop has rebuilt them, so every message that arrives after
+        it reaches the new receiver."""
 
         def changed(signal: Any, **kwargs: Any) -> None:
-            self.soon(pump.build_invokers)
+            try:
+                self.call(pump.build_invokers)
+            except NotRunning:  # the run is over: the next one builds them afresh
+                pass
 
         for notice in (channel.signal.receiver_connected, channel.signal.receiver_disconnected):
             notice.connect(changed, weak=False)
@@ -721,7 +729,8 @@ class Runtime:
                     future.set_exception(exc)
 
         try:
-            loop.call_soon_threadsafe(run)
+            # In the caller's context, so its current span (tracing) is the parent there too.
+            loop.call_soon_threadsafe(run, context=contextvars.copy_context())
         except RuntimeError:
             raise NotRunning(f"app {self.app.name!r} is not running") from None
         while True:
@@ -761,11 +770,13 @@ class Runtime:
         if loop is None or self.state == STOPPED:
             raise NotRunning(f"app {self.app.name!r} is not running")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        caller = contextvars.copy_context()
 
         def start() -> None:
             if not future.set_running_or_notify_cancel():
                 return
-            task = loop.create_task(coroutine_fn(*args))
+            # The task runs in a copy of the caller's context (its current span, if any).
+            task = caller.run(loop.create_task, coroutine_fn(*args))
 
             def done(task: asyncio.Task[T]) -> None:
                 if task.cancelled():
