@@ -128,3 +128,27 @@ def test_orders_rejects_what_does_not_fit() -> None:
         assert client.sent("fulfilment") == []
         [error] = client.errors
         assert "does not fit Order" in str(error) and "quantity" in str(error)
+
+
+def test_the_service_example_serves_its_http_side(spawn: Any, peer: Any) -> None:
+    import json
+    import signal
+    import urllib.request
+
+    env = {"ZMQAPP_HTTP": "127.0.0.1:0", "ZMQAPP_CHANNELS__lookups__endpoint": "@tcp://127.0.0.1:*"}
+    proc = spawn([sys.executable, str(EXAMPLES / "service.py")], env=env)
+    [line] = proc.wait_for_line(r'"message": "HTTP: http://', stream="err")
+    url = json.loads(line)["message"].split()[1]
+
+    def fetch(path: str) -> str:
+        with urllib.request.urlopen(url + path, timeout=10) as response:
+            return str(response.read().decode())
+
+    wait_for(lambda: fetch("/readyz") == "ready\n")
+    address = json.loads(fetch("/status"))["channels"]["lookups"]["bound"][0]
+    dealer = peer(zmq.DEALER, connect=address)
+    dealer.send_multipart([b"", b'{"item": "tea"}'])
+    assert dealer.recv_multipart() == [b"", b'{"item":"tea","left":7}']
+    assert 'zmqapp_messages_received_total{app="lookups",channel="lookups"} 1.0' in fetch("/metrics")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
