@@ -58,6 +58,10 @@ DEFAULTS: dict[str, Any] = {
     "NO_PEER_WARN": 10.0,
     # "text", or "json": one JSON object per log line (app, worker, channel, peer, ...).
     "LOG_FORMAT": "text",
+    # Ship every log record as JSON over PUSH to this endpoint ("tcp://collector:5600").
+    "LOG_ENDPOINT": None,
+    # Seconds the event loop may be held before the log names what holds it (None: never).
+    "LOOP_BLOCKED_WARN": 1.0,
     # Channel name -> {option: value} overrides.
     "CHANNELS": {},
 }

@@ -64,6 +64,7 @@ from .signals import (
     message_received,
     message_sent,
 )
+from .tap import Tap
 from .tracing import Tracer, body_size, header_index
 
 log = logging.getLogger("zmqapp")
@@ -171,6 +172,8 @@ class Pump:
         self.timing: Timing | None = None
         #: Spans, when a tracer provider is configured (set before build_invokers).
         self.tracer: Tracer | None = None
+        #: The taps watching this channel (``GET /tap/{channel}``).
+        self.taps: list[Tap] = []
         self._timed: Timing | None = None  # the histogram the current mode records into
         self.drain: Callable[[], bool] = self.drain_messages
         self.dispatch: Callable[[Frames], None] = self.dispatch_message
@@ -253,7 +256,12 @@ class Pump:
 
         self.dispatch = dispatch
         self._timed = self.timing if mode in (RUNNING, DRAINING) else None
-        fast = mode == RUNNING and self.fast_fn is not None and self.intercept is None
+        fast = (
+            mode == RUNNING
+            and self.fast_fn is not None
+            and self.intercept is None
+            and not self.taps
+        )
         self.drain = self.drain_fast if fast else self.drain_messages
         self.update_reading()
 
@@ -468,6 +476,9 @@ class Pump:
         if self.user_ids and self.current is not None:
             message.user_id = security.user_id_of(self.current)
         message.trace_context = parent
+        if self.taps:
+            for tap in self.taps:
+                tap.offer("in", frames, message)
         if message_received.receivers:
             message_received.send(self.app, message=message)
         if self.is_async:
@@ -655,6 +666,9 @@ class Pump:
         self, frames: Frames, exc: BaseException, message: Message | None = None
     ) -> None:
         self.stats.decode_failed += 1
+        if self.taps and message is None:
+            for tap in self.taps:
+                tap.offer("in", frames)
         peer = self.peer()
         self.host.problems.report(
             self.name,
@@ -691,10 +705,16 @@ class Pump:
             log.warning("channel %r dropped a reply: %s", self.name, exc.strerror)
             return
         self.stats.sent += 1
+        if self.taps:
+            self.tap_out(frames)
         if message_sent.receivers:
             message_sent.send(self.app, channel=self.channel, frames=frames)
         if not own_callback:
             self.schedule_check()
+
+    def tap_out(self, frames: Frames) -> None:
+        for tap in self.taps:
+            tap.offer("out", frames)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -733,6 +753,8 @@ class Pump:
                 pass
             else:
                 self.stats.sent += 1
+                if self.taps:
+                    self.tap_out(frames)
                 if message_sent.receivers:
                     message_sent.send(self.app, channel=self.channel, frames=frames)
                 self.schedule_check()
@@ -776,6 +798,8 @@ class Pump:
                 ) from None
             raise
         self.stats.sent += 1
+        if self.taps:
+            self.tap_out(frames)
         if message_sent.receivers:
             message_sent.send(self.app, channel=self.channel, frames=frames)
         self.schedule_check()
@@ -794,6 +818,8 @@ class Pump:
                 log.warning("channel %r dropped a queued message: %s", self.name, exc)
             else:
                 self.stats.sent += 1
+                if self.taps:
+                    self.tap_out(outbox[0])
                 if message_sent.receivers:
                     message_sent.send(self.app, channel=self.channel, frames=outbox[0])
             outbox.popleft()

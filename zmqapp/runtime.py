@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import faulthandler
 import os
 import signal as _signal
 import threading
@@ -46,6 +47,7 @@ from . import __version__, logs, security, tracing
 from ._handlers import describe, is_async_callable
 from ._problems import ProblemLog
 from ._threads import DaemonThreadPool
+from ._watchdog import LoopWatchdog
 from .channel import Channel
 from .errors import NotRunning, SetupError
 from .metrics import Timing
@@ -63,6 +65,7 @@ from .signals import (
     socket_event,
 )
 from .sockets import RunContext, open_socket, unsubscribe_upstream
+from .tap import Tap
 from .web import HttpServer, LoopLag
 
 if TYPE_CHECKING:
@@ -125,6 +128,8 @@ class Runtime:
         self.observed = False
         #: How late the loop runs its timers (measured while the app serves HTTP).
         self.lag = LoopLag(LAG_TICK)
+        self.watchdog: LoopWatchdog | None = None
+        self.shipper: logs.LogShipper | None = None
         self._warned: set[tuple[str, str]] = set()
         #: Channel name -> (since when it has had no peer, messages sent by then).
         self._since_peer: dict[str, tuple[float, int]] = {}
@@ -132,6 +137,7 @@ class Runtime:
         self._stop_asked = False
         self._stop_event: asyncio.Event | None = None
         self._signals: list[int] = []
+        self._dumps = False
         self._listeners: list[tuple[Any, Callable[..., None]]] = []
 
     def __repr__(self) -> str:
@@ -183,6 +189,11 @@ class Runtime:
         except ValueError as exc:
             raise SetupError(str(exc)) from None
         self._install_signal_handlers()
+        self.shipper = logs.ship_to(self.config, app.name)
+        blocked = self.config.get("LOOP_BLOCKED_WARN")
+        if blocked:
+            self.watchdog = LoopWatchdog(float(blocked), self.logger)
+            self.watchdog.start()
         address = self.config.get("HTTP")
         if address:
             self.observed = True
@@ -355,6 +366,8 @@ class Runtime:
                 await self.http.close()
                 self.http = None
             self.lag.stop()
+            if self.watchdog is not None:
+                self.watchdog.stop()
             await self._terminate_context()
             self._remove_signal_handlers()
             self.problems.flush()
@@ -364,6 +377,8 @@ class Runtime:
             self.state = STOPPED
             if self.started:
                 app_stopped.send(self.app)
+            logs.stop_shipping(self.shipper)
+            self.shipper = None
 
     async def _stop_within_deadline(self) -> None:
         loop = asyncio.get_running_loop()
@@ -610,6 +625,22 @@ class Runtime:
             "workers": [],
         }
 
+    def open_tap(self, name: str) -> Tap:
+        """Start watching channel ``name`` (on the loop); see :mod:`zmqapp.tap`."""
+        pump = self.pump(name)
+        tap = Tap(pump.channel)
+        pump.taps.append(tap)
+        pump.set_mode(pump.mode)  # off the fast path while tapped
+        return tap
+
+    def close_tap(self, name: str, tap: Tap) -> None:
+        tap.close()
+        pump = self.pumps.get(name)
+        if pump is not None and tap in pump.taps:
+            pump.taps.remove(tap)
+            if pump.mode != IDLE:
+                pump.set_mode(pump.mode)
+
     def _check_peers(self) -> None:
         """Warn, once, about what looks like a misconfiguration: a channel that has had no
         peer for NO_PEER_WARN seconds while messages wait for one, or a bound channel nobody
@@ -671,12 +702,18 @@ class Runtime:
             except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
                 continue
             self._signals.append(signum)
+        # SIGUSR1 prints every thread's stack to stderr: what is this process doing?
+        faulthandler.register(_signal.SIGUSR1, all_threads=True)
+        self._dumps = True
 
     def _remove_signal_handlers(self) -> None:
         if self._signals and self.loop is not None and not self.loop.is_closed():
             for signum in self._signals:
                 self.loop.remove_signal_handler(signum)
         self._signals.clear()
+        if self._dumps:
+            faulthandler.unregister(_signal.SIGUSR1)
+            self._dumps = False
 
     def _on_signal(self, signum: int) -> None:
         self.logger.info("received %s, stopping", _signal.Signals(signum).name)

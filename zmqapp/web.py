@@ -31,11 +31,13 @@ import time
 from typing import Any, Protocol
 
 import tornado.httpserver
+import tornado.iostream
 import tornado.web
 
 from . import __version__
-from .errors import SetupError
+from .errors import NotRunning, SetupError
 from .metrics import MissingPrometheus, exposition
+from .tap import Tap
 
 log = logging.getLogger("zmqapp")
 
@@ -95,6 +97,12 @@ class Source(Protocol):
     async def status(self) -> dict[str, Any]:
         """The ``/status`` document."""
         ...
+
+    def open_tap(self, name: str) -> Tap:
+        """Start watching channel ``name`` (raises NotRunning for an unknown channel)."""
+        ...
+
+    def close_tap(self, name: str, tap: Tap) -> None: ...
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -179,6 +187,48 @@ class Status(Handler):
         self.write_json(await self.source.status())
 
 
+class TapStream(Handler):
+    """``GET /tap/{channel}``: the channel's messages as JSON lines (see :mod:`zmqapp.tap`)."""
+
+    tap: Tap | None = None
+
+    async def get(self, name: str) -> None:
+        count = self.get_query_argument("count", None)
+        left = int(count) if count is not None and count.isdigit() else None
+        try:
+            tap = self.tap = self.source.open_tap(name)
+        except NotRunning as exc:
+            self.plain(404, f"{exc}\n")
+            return
+        except SetupError as exc:  # a pool: taps are per process
+            self.plain(501, f"{exc}\n")
+            return
+        self.set_header("Content-Type", "application/x-ndjson")
+        self.set_header("Cache-Control", "no-store")
+        try:
+            await self.flush()
+            while not tap.closed and (left is None or left > 0):
+                await tap.wait(timeout=5.0)
+                lines = tap.lines(left)
+                if left is not None:
+                    left -= sum(1 for line in lines if '"direction"' in line)
+                # An empty line now and then finds out when the reader has gone.
+                self.write("".join(f"{line}\n" for line in lines) or "\n")
+                await self.flush()
+        except tornado.iostream.StreamClosedError:
+            pass
+        finally:
+            self.source.close_tap(name, tap)
+        try:
+            self.finish()
+        except (RuntimeError, tornado.iostream.StreamClosedError):
+            pass  # the reader left first
+
+    def on_connection_close(self) -> None:
+        if self.tap is not None:
+            self.tap.close()
+
+
 class HttpServer:
     """The app's (or pool's) HTTP server, on the running loop."""
 
@@ -198,6 +248,7 @@ class HttpServer:
             (r"/readyz", Readyz, kwargs),
             (r"/metrics", Metrics, kwargs),
             (r"/status", Status, kwargs),
+            (r"/tap/([^/]+)", TapStream, kwargs),
         ]
         for pattern, handler, extra in routes or []:
             handlers.append((pattern, handler, {**kwargs, **extra}))

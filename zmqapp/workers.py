@@ -51,6 +51,7 @@ from .monitor import EVENTS, SocketMonitor
 from .signals import app_started, app_stopping, peer_connected
 from .socket_types import INBOUND_ONLY, KINDS
 from .sockets import set_option, socket_options
+from .tap import Tap
 from .web import HttpServer, LoopLag
 
 log = logging.getLogger("zmqapp.workers")
@@ -338,6 +339,8 @@ class Supervisor:
             loop.add_signal_handler(signum, self._on_signal, signum)
         self.ipc_dir = tempfile.mkdtemp(prefix="zmqapp-")
         context: zmq.Context[Any] = zmq.Context()
+        shipper = logs.ship_to(self.app.config, self.app.name)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             self.proxies, self.endpoints = plan(self.app, self.ipc_dir)
             address = self.app.config.get("HTTP")
@@ -385,6 +388,8 @@ class Supervisor:
                 proxy.close()
             context.destroy(linger=0)
             shutil.rmtree(self.ipc_dir, ignore_errors=True)
+            faulthandler.unregister(signal.SIGUSR1)
+            logs.stop_shipping(shipper)
 
     def _on_signal(self, signum: int) -> None:
         if not self.stopping:
@@ -644,6 +649,16 @@ class Supervisor:
             "channels": channels,
             "workers": workers,
         }
+
+    def open_tap(self, name: str) -> Tap:
+        raise SetupError(
+            "a --workers pool has no tap of its own: each worker handles its share of the "
+            "messages; tap one process (run it with --workers 1), or use zmqapp listen on a "
+            "SUB/XPUB channel"
+        )
+
+    def close_tap(self, name: str, tap: Tap) -> None:  # pragma: no cover - never opened
+        pass
 
     async def _stop(self) -> int:
         """Hand over, stop the workers, close the proxies: within SHUTDOWN_TIMEOUT."""
