@@ -621,3 +621,60 @@ def test_parse_nameservers() -> None:
             parse_nameservers([bad])
     with pytest.raises(SetupError, match="is not an IP address"):
         DnsEndpoint(NAME, 5555, connect=print, disconnect=print, nameservers=["dns.google"])
+
+
+def test_an_app_channel_follows_a_dns_name(dns_server: DnsServer, running: Any, peer: Any) -> None:
+    """The app-level option: ``tcp+dns://`` in a channel's endpoint, DNS_NAMESERVERS and
+    DNS_REFRESH from config, peers that come and go as the name's records change."""
+    from zmqapp import App
+    from zmqapp.testing import wait_for
+
+    pulls = {}
+    port = 0
+    for ip in PEERS:
+        pull = peer(zmq.PULL)
+        if port:
+            pull.bind(f"tcp://{ip}:{port}")
+        else:
+            port = pull.bind_to_random_port(f"tcp://{ip}")
+        pulls[ip] = pull
+    dns_server.set(NAME, PEERS[:2])
+    app = App("dns-client")
+    app.config.update(LINGER=0, DNS_REFRESH=REFRESH, DNS_NAMESERVERS=[dns_server.nameserver])
+    app.add_channel("out", endpoint=f"tcp+dns://{NAME}:{port}", type="PUSH", heartbeat=1)
+    counter = itertools.count()
+
+    @app.timer(0.005)
+    def produce() -> None:
+        app.send("out", b"%d" % next(counter))
+
+    running(app)
+    sock = app.channels["out"].socket
+    assert sock is not None and sock.getsockopt(zmq.HEARTBEAT_IVL) == 1000
+
+    def got(ip: str) -> bool:
+        return bool(pulls[ip].poll(0)) and bool(pulls[ip].recv())
+
+    wait_for(lambda: got(PEERS[0]), timeout=5)
+    wait_for(lambda: got(PEERS[1]), timeout=5)
+    dns_server.set(NAME, PEERS[1:])  # .2 leaves, .4 joins
+    wait_for(lambda: got(PEERS[2]), timeout=5)
+
+    def drained_and_quiet() -> bool:
+        while pulls[PEERS[0]].poll(0):
+            pulls[PEERS[0]].recv()
+        return not pulls[PEERS[0]].poll(300)  # nothing more for .2 once it is disconnected
+
+    wait_for(drained_and_quiet, timeout=5, interval=0.01)
+
+
+def test_a_dns_endpoint_cannot_be_bound() -> None:
+    from zmqapp import App
+
+    app = App("x")
+    with pytest.raises(SetupError, match="tcp\\+dns"):
+        app.add_channel("c", endpoint="@tcp+dns://svc.test:5555", type="PULL", handler=print)
+    with pytest.raises(SetupError, match="tcp\\+dns"):
+        app.add_channel("d", endpoint="tcp+dns://svc.test:5555", bind=True, type="PULL",
+                        handler=print)  # fmt: skip
+    assert app.channels == {}

@@ -16,7 +16,9 @@ from blinker import Signal
 from . import security
 from ._handlers import Handler
 from .codecs import Codec, RawCodec, Utf8Codec, get_codec
+from .dns import parse_dns_endpoint
 from .errors import SetupError
+from .heartbeat import heartbeat_options
 from .socket_types import KINDS, SocketKind, socket_type
 
 
@@ -37,6 +39,8 @@ def parse_endpoints(spec: str | Iterable[str], bind: bool | None) -> list[Endpoi
     decides; if it is ``None``, an address with a wildcard host (``tcp://*:N``,
     ``tcp://0.0.0.0:N``) or a wildcard port (``tcp://127.0.0.1:*``, which only a bind can
     resolve) binds and anything else connects. A string may list several, comma-separated.
+    ``tcp+dns://NAME:PORT`` always connects, to every address NAME has (binding one is an
+    error): see :mod:`zmqapp.dns`.
     """
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     endpoints = []
@@ -44,6 +48,9 @@ def parse_endpoints(spec: str | Iterable[str], bind: bool | None) -> list[Endpoi
         if not isinstance(raw, str):
             raise SetupError(f"an endpoint must be a string, not {type(raw).__name__}")
         item = raw.strip()
+        if parse_dns_endpoint(item, bind=bool(bind)) is not None:  # errors say how to fix
+            endpoints.append(Endpoint(item.lstrip(">").strip(), False))
+            continue
         if item[:1] in ("@", ">"):
             endpoints.append(Endpoint(item[1:].strip(), item[0] == "@"))
             continue
@@ -214,6 +221,7 @@ class Channel:
     option_names = frozenset({
         "endpoint", "type", "bind", "subscribe", "codec", "send_to", "concurrency",
         "threaded", "options", "maxmsgsize", "maxframes", "timeout", "retries", "monitor", "trace",
+        "heartbeat",
         "curve_secret_key", "curve_server_key", "authorized_keys", "allow", "deny",
     })  # fmt: skip
 
@@ -334,6 +342,12 @@ class Channel:
         self.monitor: bool = _flag(name, "monitor", options.get("monitor", False))
         #: Carry OpenTelemetry context in a header frame (both ends must say so).
         self.trace: bool = _flag(name, "trace", options.get("trace", False))
+        #: ZMTP heartbeat interval in seconds (None: the HEARTBEAT config; 0: off).
+        self.heartbeat: float | None = options.get("heartbeat")
+        try:
+            heartbeat_options(self.heartbeat)
+        except SetupError as exc:
+            raise SetupError(f"channel {name!r}: {exc}") from None
         self.security: dict[str, Any] = {
             k: options[k]
             for k in ("curve_secret_key", "curve_server_key", "authorized_keys", "allow", "deny")

@@ -62,6 +62,12 @@ DEFAULTS: dict[str, Any] = {
     "LOG_ENDPOINT": None,
     # Seconds the event loop may be held before the log names what holds it (None: never).
     "LOOP_BLOCKED_WARN": 1.0,
+    # ZMTP heartbeat interval in seconds for every channel without heartbeat= (None: off).
+    "HEARTBEAT": None,
+    # tcp+dns:// endpoints: seconds between lookups, and nameservers ("ip", "ip:port")
+    # instead of the system's resolver.
+    "DNS_REFRESH": 10.0,
+    "DNS_NAMESERVERS": None,
     # Channel name -> {option: value} overrides.
     "CHANNELS": {},
 }

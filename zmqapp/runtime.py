@@ -49,6 +49,7 @@ from ._problems import ProblemLog
 from ._threads import DaemonThreadPool
 from ._watchdog import LoopWatchdog
 from .channel import Channel
+from .dns import DnsEndpoint
 from .errors import NotRunning, SetupError
 from .metrics import Timing
 from .monitor import SocketMonitor
@@ -64,7 +65,7 @@ from .signals import (
     peer_disconnected,
     socket_event,
 )
-from .sockets import RunContext, open_socket, unsubscribe_upstream
+from .sockets import RunContext, is_dns, open_socket, unsubscribe_upstream
 from .tap import Tap
 from .web import HttpServer, LoopLag
 
@@ -129,6 +130,8 @@ class Runtime:
         #: How late the loop runs its timers (measured while the app serves HTTP).
         self.lag = LoopLag(LAG_TICK)
         self.watchdog: LoopWatchdog | None = None
+        #: The ``tcp+dns://`` endpoints being kept up to date.
+        self.resolvers: list[DnsEndpoint] = []
         self.shipper: logs.LogShipper | None = None
         self._warned: set[tuple[str, str]] = set()
         #: Channel name -> (since when it has had no peer, messages sent by then).
@@ -227,6 +230,7 @@ class Runtime:
         for pump in self.pumps.values():
             pump.watch()
             pump.set_mode(HOLDING)  # replies to requests are read from now on
+            self._resolve(pump)
         self.hooks_began = True
         for fn in app.start_hooks:
             await self._run_hook(fn, keep_subscribing=True)
@@ -244,6 +248,35 @@ class Runtime:
         self.is_ready = True
         self.started = True
         app_started.send(app)
+
+    def _resolve(self, pump: Pump) -> None:
+        """Connect the pump's socket to every address of each ``tcp+dns://`` endpoint, and
+        keep it so as DNS changes (see :mod:`zmqapp.dns`)."""
+        sock = pump.socket
+
+        def connect(address: str) -> None:
+            sock.connect(address)
+            pump.schedule_check()  # the call took the socket's commands: look again (rule 2)
+
+        def disconnect(address: str) -> None:
+            try:
+                sock.disconnect(address)
+            except zmq.ZMQError:  # pragma: no cover - never connected
+                pass
+            pump.schedule_check()
+
+        for endpoint in pump.channel.endpoints:
+            if is_dns(endpoint):
+                resolver = DnsEndpoint.from_address(
+                    endpoint.address,
+                    connect=connect,
+                    disconnect=disconnect,
+                    refresh=float(self.config.get("DNS_REFRESH") or 10.0),
+                    nameservers=self.config.get("DNS_NAMESERVERS"),
+                    logger=self.logger,
+                )
+                resolver.start()
+                self.resolvers.append(resolver)
 
     def _watch(self, channel: Channel, sock: zmq.Socket[Any]) -> None:
         """Start monitoring ``sock`` if ``channel`` is to be monitored (before it binds)."""
@@ -480,6 +513,9 @@ class Runtime:
     def _close(self) -> None:
         """Close monitors, sockets, the authenticator and the thread pool."""
         linger = int(self.config["LINGER"])
+        for resolver in self.resolvers:
+            resolver.close()
+        self.resolvers.clear()
         for pump in self.pumps.values():
             if pump.mode == REFUSING and not pump.socket.closed:
                 pump.on_events()  # answer what arrived since, rather than drop it silently

@@ -9,9 +9,10 @@ from typing import Any
 
 import zmq
 
-from . import security
-from .channel import Channel
+from . import dns, security
+from .channel import Channel, Endpoint
 from .errors import SetupError
+from .heartbeat import heartbeat_options
 
 #: Config keys applied to every socket unless the channel's own ``options`` set them.
 DEFAULT_OPTIONS: dict[str, int] = {"SNDHWM": zmq.SNDHWM, "RCVHWM": zmq.RCVHWM}
@@ -59,6 +60,8 @@ def open_socket(
             monitor(channel, sock)
         channel.bound = []
         for endpoint in channel.endpoints:
+            if is_dns(endpoint):
+                continue  # connected address by address, as DNS says (see zmqapp.dns)
             try:
                 if endpoint.bind:
                     sock.bind(endpoint.address)
@@ -87,7 +90,9 @@ def open_socket(
 
 def socket_options(channel: Channel, config: Mapping[str, Any], binds: bool) -> dict[int, Any]:
     """The options a socket of ``channel`` gets: the config's high-water marks, ``MAXMSGSIZE``
-    (the channel's own, or the config's if it binds), then the channel's ``options``."""
+    (the channel's own, or the config's if it binds), the heartbeat options of ``heartbeat``
+    (the channel's, else the ``HEARTBEAT`` config), IPv6 for ``tcp+dns://`` endpoints, then
+    the channel's own ``options``, which win."""
     options: dict[int, Any] = {}
     for key, option in DEFAULT_OPTIONS.items():
         if config.get(key) is not None:
@@ -97,8 +102,20 @@ def socket_options(channel: Channel, config: Mapping[str, Any], binds: bool) -> 
         maxmsgsize = config.get("MAXMSGSIZE")
     if maxmsgsize is not None and channel.receives:
         options[zmq.MAXMSGSIZE] = int(maxmsgsize)
+    heartbeat = channel.heartbeat if channel.heartbeat is not None else config.get("HEARTBEAT")
+    try:
+        options.update(heartbeat_options(heartbeat))
+    except SetupError as exc:
+        raise SetupError(f"config HEARTBEAT: {exc}") from None
+    if any(is_dns(e) for e in channel.endpoints):
+        options.update(dns.SOCKET_OPTIONS)
     options.update(channel.options)
     return options
+
+
+def is_dns(endpoint: Endpoint) -> bool:
+    """True for a ``tcp+dns://`` endpoint, which the runtime connects address by address."""
+    return endpoint.address.startswith(dns.SCHEME)
 
 
 def set_option(sock: zmq.Socket[Any], channel: Channel, option: int, value: Any) -> None:
