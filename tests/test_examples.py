@@ -149,6 +149,7 @@ def test_the_service_example_serves_its_http_side(spawn: Any, peer: Any) -> None
     dealer = peer(zmq.DEALER, connect=address)
     dealer.send_multipart([b"", b'{"item": "tea"}'])
     assert dealer.recv_multipart() == [b"", b'{"item":"tea","left":7}']
-    assert 'zmqapp_messages_received_total{app="lookups",channel="lookups"} 1.0' in fetch("/metrics")
+    metric = 'zmqapp_messages_received_total{app="lookups",channel="lookups"} 1.0'
+    assert metric in fetch("/metrics")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0

@@ -138,3 +138,86 @@ def test_a_cut_peer_is_dropped_by_heartbeats_and_rejoins(network: Network, immed
     else:
         # The pipe to C outlives the connection: its share waits for C and arrives later.
         assert parked, "nothing sent while C was gone reached C after it rejoined"
+
+
+PIPELINE = Path(__file__).parent / "apps" / "netns_pipeline.py"
+
+
+@pytest.mark.timeout(60)
+def test_a_zmqapp_pipeline_across_three_hosts_survives_a_cut(network: Network) -> None:
+    """An ingest and a sink on host A, a worker on B and one on C, every channel with
+    ``heartbeat=``. C's link is cut: the ingest reports C lost (``peer_disconnected``)
+    within three intervals, B's work goes on, C rejoins when the link returns, and every
+    message lost was one sent while the cut was not yet noticed."""
+    a, b, c = network.hosts
+    ingest_at, sink_at = f"tcp://{a.address}:{PORT}", f"tcp://{a.address}:{PORT + 1}"
+    beat = ["--heartbeat", str(HEARTBEAT)]
+    sink = a.python(PIPELINE, "sink", "--bind", sink_at, *beat)
+    ingest = a.python(PIPELINE, "ingest", "--bind", ingest_at, "--rate", "200", *beat)
+    workers = [
+        host.python(PIPELINE, "worker", "--source", ingest_at, "--sink", sink_at, *beat)
+        for host in (b, c)
+    ]
+    for program in (sink, ingest, *workers):
+        program.event("ready")
+
+    def both_connected(e: Event) -> bool:
+        joined = {
+            x["address"].split(":")[1] for x in ingest.events if x["event"] == "peer_connected"
+        }
+        return {f"//{b.address}", f"//{c.address}"} <= joined
+
+    ingest.wait(both_connected, 10, "both workers connect to the ingest")
+    connected = [e for e in ingest.events if e["event"] == "peer_connected"]
+    c_address = next(e["address"] for e in connected if c.address in e["address"])
+    ingest.send("start")
+    sink.wait(lambda e: e["event"] == "count" and e["received"] >= 100, 10, "work flows")
+
+    cut_start = time.monotonic()
+    network.cut(c)
+    gone = ingest.wait(
+        lambda e: e["event"] == "peer_disconnected" and e["address"] == c_address
+        and e["t"] > cut_start, 3 * HEARTBEAT + 1.0, "the ingest notices C is gone",
+    )  # fmt: skip
+    detected = gone["t"]
+    then = max(e["received"] for e in sink.events if e["event"] == "count")
+    sink.wait(lambda e: e["event"] == "count" and e["received"] >= then + 100, 10,
+              "B's share goes on")  # fmt: skip
+
+    restore_start = time.monotonic()
+    network.restore(c)
+    back = ingest.wait(
+        lambda e: e["event"] == "peer_connected" and c.address in e["address"]
+        and e["t"] > restore_start, 10, "C rejoins",
+    )  # fmt: skip
+    ingest.send("stop")
+    stopped = time.monotonic()
+
+    def settled(e: Event) -> bool:  # the sink's count has not moved for half a second
+        counts = [x for x in sink.events if x["event"] == "count" and x["t"] > stopped]
+        recent = [x["received"] for x in counts if x["t"] > e["t"] - 0.5]
+        return e["event"] == "count" and e["t"] > stopped + 0.5 and len(set(recent)) == 1
+
+    sink.wait(settled, 10, "the pipeline drains")
+    ingest.send("quit")
+    sent: list[float] = ingest.event("summary")["sent"]
+    sink.send("quit")
+    got: list[int] = sink.event("summary")["received"]
+
+    lost = sorted(set(range(len(sent))) - set(got))
+    window = (cut_start - 0.05, detected + 0.05)
+    in_window = [n for n, t in enumerate(sent) if window[0] <= t <= window[1]]
+    print(
+        f"\nzmqapp pipeline, heartbeat {HEARTBEAT * 1000:.0f} ms: the ingest reported C lost "
+        f"{(detected - cut_start) * 1000:.0f} ms after the cut "
+        f"({(detected - cut_start) / HEARTBEAT:.1f} intervals); C rejoined "
+        f"{(back['t'] - restore_start) * 1000:.0f} ms after the link came back. Sent "
+        f"{len(sent)}, received {len(got)}, lost {len(lost)} (all of them among the "
+        f"{len(in_window)} sent between the cut and its detection)"
+    )
+    assert len(got) == len(set(got)), "a message arrived twice"
+    assert detected - cut_start <= 3 * HEARTBEAT + SLACK, "lost after more than three intervals"
+    assert set(lost) <= set(in_window), (
+        f"lost outside the cut: {sorted(set(lost) - set(in_window))}"
+    )
+    assert len(got) > len(sent) // 2
