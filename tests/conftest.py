@@ -5,11 +5,13 @@ import gc
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 import zmq
+from clitools import ROOT, ZMQAPP, Background, clean_env
 
 from zmqapp import App
 from zmqapp.testing import AppThread, wait_for
@@ -102,3 +104,18 @@ def running() -> Iterator[Any]:
 def log_records(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO)
     return caplog
+
+
+@pytest.fixture
+def spawn() -> Iterator[Any]:
+    """Start `python -m zmqapp ARGS` in the background: ``spawn(*args, env=..., cwd=...)``."""
+    started: list[Background] = []
+
+    def start(*args: Any, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Background:
+        proc = Background([*ZMQAPP, *map(str, args)], env if env is not None else clean_env(), cwd)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.close()

@@ -21,7 +21,7 @@ from . import security
 from ._handlers import describe
 from ._threads import DaemonThreadPool
 from .channel import FORWARDABLE, SENDING, TYPE_NAMES, Channel, ChannelSignal
-from .config import DEFAULTS, Config
+from .config import DEFAULTS, Config, default_app_name
 from .errors import NotRunning, SetupError
 from .loop import Pump, RateLimitedLog
 from .message import encode_body, frames_for, parse_error_reply
@@ -64,9 +64,11 @@ class App:
     """A ZeroMQ service: channels declared with decorators, run on one event loop.
 
     ``import_name`` is the name of the module the app lives in (usually ``__name__``); it
-    names the app's logger and locates relative config files. Pass ``context`` to share a
-    ZeroMQ context (the app then never terminates it); by default the app makes its own
-    each time it starts and terminates it when it stops.
+    names the app's logger and locates relative config files. ``name`` is what config
+    (``APPS.<name>`` tables), logs and tools call the app: by default the module's last
+    dotted component, or a script's file name (``python ingest.py`` is app ``ingest``).
+    Pass ``context`` to share a ZeroMQ context (the app then never terminates it); by
+    default the app makes its own each time it starts and terminates it when it stops.
 
     ::
 
@@ -92,9 +94,11 @@ class App:
         *,
         context: zmq.Context[Any] | None = None,
         root_path: str | None = None,
+        name: str | None = None,
     ) -> None:
         self.import_name = import_name
-        self.name = import_name
+        #: What config (``APPS.<name>``), logs and tools call the app.
+        self.name = name if name is not None else default_app_name(import_name)
         if root_path is None:
             root_path = _root_path(import_name)
         self.root_path = root_path
@@ -443,13 +447,17 @@ class App:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def run(self, *, install_signal_handlers: bool = True) -> None:
+    def run(self, *, install_signal_handlers: bool = True, load_config: bool = True) -> None:
         """Run the app until :meth:`stop` is called or SIGINT/SIGTERM arrives; then stop
         gracefully and return.
 
         Runs a fresh event loop (Tornado's IOLoop on asyncio). Inside an already running loop,
-        ``await app.serve()`` instead.
+        ``await app.serve()`` instead. With ``load_config``, the app first reads the config
+        sources ``zmqapp run`` reads, once (:meth:`Config.load_sources`): the file
+        ``ZMQAPP_CONFIG`` names, then ``ZMQAPP_*`` variables, its ``APPS.<name>`` table winning.
         """
+        if load_config and not self.config.sources_loaded:
+            self.config.load_sources(self.name, channels=self.channels)
         asyncio.run(self._main(install_signal_handlers))
 
     async def _main(self, install_signal_handlers: bool) -> None:

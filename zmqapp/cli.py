@@ -94,8 +94,10 @@ def config_options(f: F) -> F:
     return click.option(
         "--config",
         "config_file",
+        envvar="ZMQAPP_CONFIG",
         type=click.Path(exists=True, dir_okay=False),
-        help="A .toml, .json or .py config file, applied before ZMQAPP_* env vars and --set.",
+        help="A .toml, .json or .py config file, applied before ZMQAPP_* env vars and --set; "
+        "its APPS.<app name> tables configure one app each. Env: ZMQAPP_CONFIG.",
     )(f)
 
 
@@ -143,7 +145,8 @@ def run(
     """Run an app until SIGINT or SIGTERM, then stop it gracefully.
 
     Config is applied on top of what the module sets: --config first, then ZMQAPP_* env
-    vars (ZMQAPP_CHANNELS__tasks__endpoint=...), then each --set.
+    vars (ZMQAPP_CHANNELS__tasks__endpoint=...), then each --set; then the app's own
+    APPS.<name> table wins over the top level. app.run() reads the same sources.
 
     \b
     Examples:

@@ -65,7 +65,7 @@ class AppThread:
 
     def _run(self) -> None:
         try:
-            self.app.run(install_signal_handlers=False)
+            self.app.run(install_signal_handlers=False, load_config=False)
         except BaseException as exc:
             self.error = exc
         finally:
