@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -705,3 +706,63 @@ def test_keygen_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     forced = zmqapp("keygen", tmp_path, "--force")
     assert forced.returncode == 0, forced.stderr
     assert zmq.auth.load_certificate(public_file)[0] != before
+
+
+def keygen_under_umask(umask: str, *args: Any) -> subprocess.CompletedProcess[str]:
+    """`zmqapp keygen ARGS` run from a shell that set ``umask``."""
+    command = " ".join(map(shlex.quote, [*ZMQAPP, "keygen", *map(str, args)]))
+    return subprocess.run(
+        ["sh", "-c", f"umask {umask}; exec {command}"],
+        capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=30,
+    )  # fmt: skip
+
+
+def test_keygen_modes_do_not_depend_on_the_umask(tmp_path: Path) -> None:
+    done = keygen_under_umask("000", tmp_path / "certs", "--name", "open")
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE((tmp_path / "certs" / "open.key").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "certs" / "open.key_secret").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "certs").stat().st_mode) == 0o755
+    done = keygen_under_umask("077", tmp_path / "certs", "--name", "closed")
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE((tmp_path / "certs" / "closed.key").stat().st_mode) == 0o644
+    assert [p.name for p in (tmp_path / "certs").iterdir() if p.name.startswith(".")] == []
+
+
+def test_keygen_force_replaces_a_link_and_leaves_its_target_alone(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "precious"
+    target.parent.mkdir()
+    target.write_text("not a key\n")
+    target.chmod(0o644)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "server.key_secret").symlink_to(target)
+    (certs / "server.key").symlink_to(tmp_path / "elsewhere" / "missing")  # dangling
+    refused = zmqapp("keygen", certs)
+    assert refused.returncode == 1
+    assert f"{certs / 'server.key'} already exists; pass --force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    done = zmqapp("keygen", certs, "--force")
+    assert done.returncode == 0, done.stderr
+    assert target.read_text() == "not a key\n"  # the link's target is untouched
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert not (tmp_path / "elsewhere" / "missing").exists()
+    for path in (certs / "server.key_secret", certs / "server.key"):
+        assert not path.is_symlink() and path.is_file()
+    public, secret = zmq.auth.load_certificate(certs / "server.key_secret")
+    assert secret is not None and zmq.auth.load_certificate(certs / "server.key")[0] == public
+    assert stat.S_IMODE((certs / "server.key_secret").stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="uses /proc, which no one can write"
+)
+def test_keygen_explains_a_directory_it_cannot_write(tmp_path: Path) -> None:
+    done = zmqapp("keygen", "/proc/zmqapp-keys")  # unwritable even for root
+    assert done.returncode == 1
+    assert "Error: Could not create the directory /proc/zmqapp-keys" in done.stderr
+    assert "Traceback" not in done.stderr
+    (tmp_path / "file").write_text("")
+    done = zmqapp("keygen", tmp_path / "file" / "certs")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"Could not create the directory {tmp_path / 'file' / 'certs'}" in done.stderr

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 import click
 import zmq
-import zmq.auth
 
 from . import __version__
 from ._discovery import NoAppError, Setting, load_app, locate_app, parse_setting
 from ._graph import build_topology, to_dot, to_mermaid
+from ._keys import CertificateError, write_certificates
 from ._peer import (
     CODEC_NAMES,
     LISTEN_TYPES,
@@ -510,48 +510,28 @@ def _render_dot(text: str, image: str, output: str) -> None:
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--name", default="server", show_default=True, help="The certificates' base name.")
-@click.option("--force", is_flag=True, help="Overwrite certificates that already exist.")
+@click.option("--force", is_flag=True, help="Replace certificates that already exist.")
 def keygen(directory: str, name: str, force: bool) -> None:
     """Create a CURVE certificate pair: NAME.key (public) and NAME.key_secret.
 
     Give the secret file to the channel that owns it (curve_secret_key) and the public one to
-    its peers (curve_server_key, or a client's authorized_keys directory). The secret file is
-    readable by its owner only.
+    its peers (curve_server_key, or a client's authorized_keys directory). The public file is
+    mode 0644 and the secret one 0600, whatever the umask; a file is never written through a
+    symbolic link (with --force, a link in the way is replaced, not its target).
 
     \b
     Example:
       zmqapp keygen certs --name server
     """
-    public_file, secret_file = write_certificates(directory, name, force=force)
-    public_key, _ = zmq.auth.load_certificate(public_file)
-    click.echo(f"public certificate: {public_file}")
-    click.echo(f"secret certificate: {secret_file} (keep it private)")
-    click.echo(f"public key: {public_key.decode('ascii')}")
-
-
-def write_certificates(directory: str, name: str, *, force: bool = False) -> tuple[str, str]:
-    """Write ``name.key`` and ``name.key_secret`` into ``directory``, the secret one mode 0600."""
     if not zmq.has("curve"):
         raise click.ClickException(
             "This libzmq was built without CURVE support, so it cannot make keys; install a "
             "pyzmq wheel, which bundles a libzmq that has it."
         )
-    if os.path.sep in name or (os.path.altsep and os.path.altsep in name) or not name:
-        raise click.BadParameter("must be a file name, not a path.", param_hint="'--name'")
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.join(directory, name)
-    public_file, secret_file = f"{base}.key", f"{base}.key_secret"
-    existing = [path for path in (public_file, secret_file) if os.path.exists(path)]
-    if existing and not force:
-        raise click.ClickException(
-            f"{existing[0]} already exists; pass --force to replace it (peers holding the old "
-            "public key will then be refused), or choose another --name."
-        )
-    # Create the secret file owner-only before any key is written to it.
-    if os.path.exists(secret_file):
-        os.chmod(secret_file, 0o600)
-    else:
-        os.close(os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    written = zmq.auth.create_certificates(directory, name)
-    os.chmod(secret_file, 0o600)
-    return str(written[0]), str(written[1])
+    try:
+        public_file, secret_file, public_key = write_certificates(directory, name, force=force)
+    except CertificateError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"public certificate: {public_file}")
+    click.echo(f"secret certificate: {secret_file} (keep it private)")
+    click.echo(f"public key: {public_key.decode('ascii')}")
