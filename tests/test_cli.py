@@ -17,11 +17,15 @@ from typing import Any
 import pytest
 import zmq
 import zmq.auth
-from clitools import ROOT, SCRIPT, ZMQAPP, clean_env, read_line, write, zmqapp
+from click.testing import CliRunner
+from clitools import ROOT, SCRIPT, ZMQAPP, clean_env, free_tcp_port, read_line, write, zmqapp
 
 from zmqapp import App
+from zmqapp.cli import main
+from zmqapp.recording import Recorder
+from zmqapp.testing import wait_for
 
-COMMANDS = ("run", "channels", "send", "listen", "graph", "keygen")
+COMMANDS = ("run", "channels", "send", "listen", "replay", "graph", "keygen")
 
 
 # -- the group ---------------------------------------------------------------------------------
@@ -346,10 +350,14 @@ def test_send_pub_waits_for_the_subscriber_and_sends_the_topic(spawn: Any, peer:
     assert not any("warning" in line for line in proc.seen["stderr"]), proc.seen
 
 
-def test_send_pub_warns_when_nobody_subscribes() -> None:
+def test_send_pub_fails_when_nobody_subscribes() -> None:
     done = zmqapp("send", "@tcp://127.0.0.1:*", "void", "--type", "PUB", "--wait", "0.1")
-    assert done.returncode == 0, done.stderr
-    assert "warning: no subscriber arrived within 0.1 s" in done.stderr
+    assert done.returncode == 1, done.stderr
+    assert re.search(
+        r"Error: No subscriber arrived within 0\.1 s, and a PUB socket drops what nobody "
+        r"subscribes to, so nothing was sent: no peer connected to tcp://127\.0\.0\.1:\d+\.",
+        done.stderr,
+    ), done.stderr
 
 
 def test_send_req_prints_replies_from_a_zmqapp_rep_server(app: App, running: Any) -> None:
@@ -766,3 +774,291 @@ def test_keygen_explains_a_directory_it_cannot_write(tmp_path: Path) -> None:
     done = zmqapp("keygen", tmp_path / "file" / "certs")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"Could not create the directory {tmp_path / 'file' / 'certs'}" in done.stderr
+
+
+# -- send and listen tell the truth --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind, timeout", [("PUSH", "1"), ("PAIR", "0.3"), ("DEALER", "0.3"), ("REQ", "0.3")]
+)
+def test_send_to_an_address_nobody_binds_fails_and_names_it(kind: str, timeout: str) -> None:
+    address = f"tcp://127.0.0.1:{free_tcp_port()}"
+    done = zmqapp("send", address, "hi", "--type", kind, "--timeout", timeout)
+    assert done.returncode == 1, done.stderr
+    assert (
+        f"Error: No peer took the message within {timeout} s: nothing accepts connections at "
+        f"{address} (refused or unreachable). Start the receiving side first" in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_send_from_stdin_to_nobody_fails_too() -> None:
+    address = f"tcp://127.0.0.1:{free_tcp_port()}"
+    done = zmqapp("send", address, "--type", "PUSH", "--timeout", "0.5", input="a\nb\n")
+    assert done.returncode == 1
+    assert f"nothing accepts connections at {address}" in done.stderr
+
+
+def test_send_to_a_host_that_does_not_resolve_says_so() -> None:
+    done = zmqapp("send", "tcp://no-such-host.invalid:5555", "hi", "--type", "PUSH")
+    assert done.returncode == 1
+    assert "Could not resolve the host 'no-such-host.invalid'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_send_paces_every_send_to_the_rate_and_always_sums_up(peer: Any) -> None:
+    pull = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
+    address = pull.last_endpoint.decode()
+    done = zmqapp("send", address, "a", "b", "c", "d", "e", "--type", "PUSH", "--rate", "25")
+    assert done.returncode == 0, done.stderr
+    assert [pull.recv() for _ in range(5)] == [b"a", b"b", b"c", b"d", b"e"]
+    match = re.search(r"sent 5 messages in ([\d.]+) s", done.stderr)
+    assert match, done.stderr
+    assert float(match.group(1)) >= 4 / 25  # the 5th waits 4 intervals
+    piped = zmqapp("send", address, "--type", "PUSH", input="x\ny\n")
+    assert piped.returncode == 0, piped.stderr
+    assert re.search(r"^sent 2 messages in [\d.]+ s \(\d+ msg/s\)$", piped.stderr, re.M)
+    assert [pull.recv(), pull.recv()] == [b"x", b"y"]
+
+
+def test_send_with_stdin_closed_is_a_usage_error() -> None:
+    command = " ".join(map(shlex.quote, [*ZMQAPP, "send", "tcp://127.0.0.1:1", "--type", "PUSH"]))
+    done = subprocess.run(
+        ["sh", "-c", f"exec {command} <&-"],
+        capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "No MESSAGE was given and stdin is closed" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_send_pub_counts_messages_no_subscription_matches(spawn: Any, peer: Any) -> None:
+    sub = peer(zmq.SUB, bind="tcp://127.0.0.1:*")
+    sub.setsockopt(zmq.SUBSCRIBE, b"news")
+    proc = spawn("send", sub.last_endpoint.decode(), "--type", "PUB", "--topic", "sport", "score")
+    wait_for(lambda: sub.poll(10) or proc.proc.poll() is not None, timeout=20)  # lets it subscribe
+    assert proc.wait() == 1, proc.seen
+    [error] = [line for line in proc.seen["stderr"] if line.startswith("Error")]
+    assert "1 of 1 messages matched no subscription" in error
+    assert "subscribers want 'news'" in error
+
+
+def test_send_and_listen_speak_curve(spawn: Any, tmp_path: Path) -> None:
+    server_public, server_secret = keypair(tmp_path, "server")
+    proc = spawn(
+        "listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--count", "1",
+        "--curve-secret-key", server_secret,
+    )  # fmt: skip
+    address = proc.expect(r"PULL socket bound to (tcp://\S+)", "stderr").group(1)
+    _, wrong = keypair(tmp_path, "wrong")
+    refused = zmqapp("send", address, "x", "--type", "PUSH", "--timeout", "0.5",
+                     "--curve-server-key", wrong)  # fmt: skip
+    assert refused.returncode == 1
+    assert f"a peer at {address} answered, but dropped the connection during the handshake" in (
+        refused.stderr
+    )
+    plain = zmqapp("send", address, "x", "--type", "PUSH", "--timeout", "0.5")
+    assert plain.returncode == 1
+    assert "one side uses CURVE and the other does not" in plain.stderr
+    done = zmqapp("send", address, "over CURVE", "--type", "PUSH", "--curve-server-key",
+                  server_public)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert proc.wait() == 0, proc.seen
+    assert proc.seen["stdout"] == ["over CURVE"]
+
+
+def test_listen_curve_client_reads_a_curve_server(spawn: Any, tmp_path: Path, peer: Any) -> None:
+    server_public, server_secret = keypair(tmp_path, "server")
+    pub = peer(zmq.PUB)
+    pub.curve_server = True
+    pub.curve_publickey, pub.curve_secretkey = zmq.auth.load_certificate(server_secret)
+    pub.bind("tcp://127.0.0.1:*")
+    proc = spawn(
+        "listen", pub.last_endpoint.decode(), "--type", "SUB", "--count", "1",
+        "--curve-server-key", server_public,
+    )  # fmt: skip
+
+    def heard() -> bool:
+        pub.send(b"encrypted news")
+        try:
+            proc.expect("encrypted news", timeout=0.05)
+        except AssertionError:
+            return False
+        return True
+
+    wait_for(heard, timeout=15)
+    assert proc.wait() == 0, proc.seen
+
+
+def test_curve_options_explain_a_bad_key(tmp_path: Path) -> None:
+    done = zmqapp("send", "tcp://127.0.0.1:1", "x", "--type", "PUSH",
+                  "--curve-server-key", tmp_path / "missing.key")  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot read the --curve-server-key certificate" in done.stderr
+    public, _ = keypair(tmp_path, "pub")
+    done = zmqapp("listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--curve-secret-key", public)
+    assert done.returncode == 2
+    assert "is a public certificate; give the secret one" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["PULL", "REP", "ROUTER", "DEALER"])
+def test_listen_warns_when_it_takes_a_share_of_someone_elses_traffic(
+    spawn: Any, peer: Any, kind: str
+) -> None:
+    sender = {"PULL": zmq.PUSH, "REP": zmq.DEALER, "ROUTER": zmq.DEALER, "DEALER": zmq.DEALER}
+    bound = peer(sender[kind], bind="tcp://127.0.0.1:*")
+    address = bound.last_endpoint.decode()
+    proc = spawn("listen", address, "--type", kind, "--count", "1")
+    warning = proc.expect(r"^warning: ", "stderr").string
+    assert f"this {kind} socket connects to {address}, where another socket binds" in warning
+    assert "takes part of the traffic away from the real consumers" in warning
+    assert "zmqapp tap URL CHANNEL" in warning
+    bound.send_multipart([b"", b"taken"] if kind in ("REP", "ROUTER") else [b"taken"])
+    assert proc.wait() == 0, proc.seen
+    assert proc.seen["stdout"][-1].endswith("taken")
+
+
+def test_listen_binding_a_pull_or_connecting_a_sub_does_not_warn(spawn: Any) -> None:
+    proc = spawn("listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--count", "1")
+    address = proc.expect(r"bound to (tcp://\S+)", "stderr").group(1)
+    done = zmqapp("send", address, "x", "--type", "PUSH")
+    assert done.returncode == 0, done.stderr
+    assert proc.wait() == 0
+    assert not any("warning" in line for line in proc.seen["stderr"]), proc.seen
+
+
+def test_listen_json_output_is_always_valid_json(spawn: Any, peer: Any) -> None:
+    msgpack = pytest.importorskip("msgpack")
+    push = peer(zmq.PUSH, bind="tcp://127.0.0.1:*")
+    address = push.last_endpoint.decode()
+    as_json = spawn("listen", address, "--type", "PULL", "--codec", "json", "--json",
+                    "--count", "2")  # fmt: skip
+    push.send(b"1e999999")
+    push.send(b'{"big": -1e999, "nan": NaN, "ok": 1.5}')
+    assert as_json.wait() == 0, as_json.seen
+
+    def strict(text: str) -> Any:
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}"))
+
+    assert [strict(line)["frames"] for line in as_json.seen["stdout"]] == [
+        ["1e999999"],
+        [{"big": "-1e999", "nan": "NaN", "ok": 1.5}],
+    ]
+    packed = spawn("listen", address, "--type", "PULL", "--codec", "msgpack", "--json",
+                   "--count", "1")  # fmt: skip
+    push.send(msgpack.packb({1: "one", 2: float("inf")}))
+    assert packed.wait() == 0, packed.seen
+    assert [strict(line)["frames"] for line in packed.seen["stdout"]] == [
+        [{"1": "one", "2": "Infinity"}]
+    ]
+    assert not any("is not valid msgpack" in line for line in packed.seen["stderr"]), packed.seen
+
+
+# -- record and replay ---------------------------------------------------------------------------
+
+
+def test_record_then_replay_reproduces_the_messages_in_order(
+    spawn: Any, peer: Any, tmp_path: Path
+) -> None:
+    recording = tmp_path / "session.jsonl"
+    recorder = spawn("listen", "@tcp://127.0.0.1:*", "--type", "SUB", "--count", "3",
+                     "--record", recording)  # fmt: skip
+    address = recorder.expect(r"SUB socket bound to (tcp://\S+)", "stderr").group(1)
+    pub = peer(zmq.PUB, connect=address)
+    messages = [[b"t", b"first"], [b"t", b"\xff\x00 binary"], [b"t", b"3", b"frames"]]
+    pending = list(messages)
+
+    def published() -> bool:  # the subscription reaches the publisher a moment later
+        pub.send_multipart(pending[0])
+        try:
+            recorder.expect(".", timeout=0.05)
+        except AssertionError:
+            return False
+        return True
+
+    wait_for(published, timeout=15)
+    for frames in pending[1:]:
+        pub.send_multipart(frames)
+    assert recorder.wait() == 0, recorder.seen
+    assert f"recorded 3 messages to {recording}" in recorder.seen["stderr"]
+    header, *lines = recording.read_text().splitlines()
+    assert json.loads(header)["format"] == "zmqapp-recording"
+    assert json.loads(header)["source"] == {"endpoint": address, "type": "SUB"}
+    assert len(lines) == 3
+
+    player = spawn("listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--count", "3", "--json")
+    target = player.expect(r"PULL socket bound to (tcp://\S+)", "stderr").group(1)
+    done = zmqapp("replay", recording, target, "--type", "PUSH")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^replayed 3 messages in [\d.]+ s", done.stderr, re.M), done.stderr
+    assert player.wait() == 0, player.seen
+    frames = [json.loads(line)["frames"] for line in player.seen["stdout"]]
+    assert frames == [
+        ["t", "first"],
+        ["t", {"encoding": "base64", "data": "/wAgYmluYXJ5"}],
+        ["t", "3", "frames"],
+    ]
+
+
+def test_replay_keeps_the_recorded_pace_unless_told(peer: Any, tmp_path: Path) -> None:
+    recording = tmp_path / "paced.jsonl"
+    with Recorder.open(recording, {"type": "PUSH"}) as rec:
+        for t, body in ((10.0, b"a"), (10.2, b"b"), (10.4, b"c")):
+            rec.write([body], t=t)
+    pull = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
+    address = pull.last_endpoint.decode()
+
+    def seconds(*speed: str) -> float:
+        done = zmqapp("replay", recording, address, "--type", "PUSH", *speed)
+        assert done.returncode == 0, done.stderr
+        assert [pull.recv() for _ in range(3)] == [b"a", b"b", b"c"]
+        match = re.search(r"replayed 3 messages in ([\d.]+) s", done.stderr)
+        assert match, done.stderr
+        return float(match.group(1))
+
+    assert seconds() >= 0.4  # the first goes at once, then the recorded gaps
+    assert seconds("--speed", "4") >= 0.1
+    assert seconds("--speed", "0") < 0.4
+
+
+def test_replay_to_nobody_fails_like_send(tmp_path: Path) -> None:
+    recording = tmp_path / "one.jsonl"
+    with Recorder.open(recording) as rec:
+        rec.write([b"lost"])
+    address = f"tcp://127.0.0.1:{free_tcp_port()}"
+    done = zmqapp("replay", recording, address, "--type", "PUSH", "--timeout", "0.5")
+    assert done.returncode == 1
+    assert f"No peer took the message within 0.5 s: nothing accepts connections at {address}" in (
+        done.stderr
+    )
+
+
+def test_replay_explains_a_file_that_is_no_recording(tmp_path: Path) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("hello\n")
+    result = CliRunner().invoke(main, ["replay", str(other), "tcp://127.0.0.1:1", "--type", "PUSH"])
+    assert result.exit_code == 1
+    assert "is not a zmqapp recording" in result.output
+    empty = tmp_path / "empty.jsonl"
+    Recorder.open(empty).close()
+    result = CliRunner().invoke(main, ["replay", str(empty), "tcp://127.0.0.1:1", "--type", "PUSH"])
+    assert result.exit_code == 1 and "holds no messages" in result.output
+
+
+def test_send_options_are_checked_before_any_socket_opens() -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["send", "tcp://127.0.0.1:1", "x", "--type", "PUSH", "--topic", "t"]
+    )
+    assert result.exit_code == 2 and "--topic is for --type PUB" in result.output
+    result = runner.invoke(main, ["replay", "missing.jsonl", "tcp://127.0.0.1:1", "--type", "PUSH"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(main, ["send", "tcp://127.0.0.1:1", "x", "--type", "PUSH",
+                                  "--rate", "0"])  # fmt: skip
+    assert result.exit_code == 2
+
+
+def keypair(directory: Path, name: str) -> tuple[Path, Path]:
+    public, secret = zmq.auth.create_certificates(directory, name)
+    return Path(public), Path(secret)

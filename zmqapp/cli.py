@@ -1,8 +1,9 @@
 """The ``zmqapp`` command line (also ``python -m zmqapp``).
 
 Click glue only: finding and configuring apps lives in :mod:`zmqapp._discovery`, the shell
-peer of ``send`` and ``listen`` in :mod:`zmqapp._peer`, the topology of ``graph`` in
-:mod:`zmqapp._graph`.
+peer of ``send``, ``listen`` and ``replay`` in :mod:`zmqapp._peer` (recordings in
+:mod:`zmqapp.recording`), the topology of ``graph`` in :mod:`zmqapp._graph`, certificate
+files in :mod:`zmqapp._keys`.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from ._peer import (
     ListenOptions,
     SendOptions,
     argument_bytes,
+    curve_keys,
     encode_input,
     listen,
+    replay,
     send,
     stdin_lines,
 )
 from .app import App
 from .channel import Channel, Endpoint, parse_endpoints
 from .errors import SetupError
+from .recording import RecordingError, load_recording
 from .signals import app_started, app_stopped
 from .workers import run_workers
 
@@ -231,7 +235,7 @@ def channels(app_spec: str | None, config_file: str | None, settings: list[Setti
         )
 
 
-# -- send and listen ---------------------------------------------------------------------------
+# -- send, listen and replay ------------------------------------------------------------------
 
 
 def _endpoints(endpoint: str, bind: bool | None) -> list[Endpoint]:
@@ -241,41 +245,80 @@ def _endpoints(endpoint: str, bind: bool | None) -> list[Endpoint]:
         raise click.BadParameter(str(exc), param_hint="'ENDPOINT'") from None
 
 
-def peer_options(types: Sequence[str]) -> Callable[[F], F]:
-    """ENDPOINT, --type (one of ``types``), --bind/--connect and --codec: what send and listen
-    share."""
+def peer_options(types: Sequence[str], *, codec: bool = True) -> Callable[[F], F]:
+    """ENDPOINT, --type (one of ``types``), --bind/--connect and --codec: what send, listen
+    and replay share."""
 
     def decorate(f: F) -> F:
-        for option in reversed(
-            [
-                click.argument("endpoint"),
-                click.option(
-                    "--type",
-                    "type_name",
-                    required=True,
-                    type=click.Choice(types, case_sensitive=False),
-                    help="The socket type.",
-                ),
-                click.option(
-                    "--bind/--connect",
-                    default=None,
-                    help="Bind or connect an ENDPOINT with no @ or > prefix. Default: bind a "
-                    "wildcard host (tcp://*:N), connect anything else.",
-                ),
+        options = [
+            click.argument("endpoint"),
+            click.option(
+                "--type",
+                "type_name",
+                required=True,
+                type=click.Choice(types, case_sensitive=False),
+                help="The socket type.",
+            ),
+            click.option(
+                "--bind/--connect",
+                default=None,
+                help="Bind or connect an ENDPOINT with no @ or > prefix. Default: bind a "
+                "wildcard host (tcp://*:N), connect anything else.",
+            ),
+        ]
+        if codec:
+            options.append(
                 click.option(
                     "--codec",
                     type=click.Choice(CODEC_NAMES, case_sensitive=False),
                     default="raw",
                     show_default=True,
-                    help="How bodies are encoded and shown. For json and msgpack, what you type "
-                    "is a JSON document.",
-                ),
-            ]
-        ):
+                    help="How bodies are encoded and shown. For json and msgpack, what you "
+                    "type is a JSON document.",
+                )
+            )
+        for option in reversed(options):
             f = option(f)
         return f
 
     return decorate
+
+
+def curve_options(f: F) -> F:
+    """--curve-server-key and --curve-secret-key, for the tools that talk to a peer."""
+    f = click.option(
+        "--curve-secret-key",
+        metavar="KEY|FILE",
+        help="This side's CURVE secret key (Z85) or secret certificate file. Alone, it makes "
+        "this side a CURVE server that admits any client.",
+    )(f)
+    return click.option(
+        "--curve-server-key",
+        metavar="KEY|FILE",
+        help="Talk CURVE to a server with this public key (Z85) or certificate file; with no "
+        "--curve-secret-key, a fresh client key pair is used.",
+    )(f)
+
+
+def sending_options(f: F) -> F:
+    """--wait and --timeout, which send and replay share."""
+    f = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=5.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Fail (exit code 1) if no peer takes a message, or no reply comes (REQ, "
+        "DEALER), this long.",
+    )(f)
+    return click.option(
+        "--wait",
+        type=click.FloatRange(min=0),
+        help="PUB: wait up to SECONDS for a first subscriber (default: --timeout), as PUB drops "
+        "messages nobody subscribes to. Other types: once a peer is there, pause SECONDS "
+        "before sending, so more peers can connect (default 0).",
+        metavar="SECONDS",
+    )(f)
 
 
 @main.command("send")
@@ -285,27 +328,13 @@ def peer_options(types: Sequence[str]) -> Callable[[F], F]:
 @click.option(
     "--count",
     type=click.IntRange(min=1),
-    help="Send the one MESSAGE this many times, with a progress bar and the rate achieved.",
+    help="Send the one MESSAGE this many times, with a progress bar.",
 )
 @click.option(
     "--rate", type=click.FloatRange(min=0, min_open=True), help="At most this many msg/s."
 )
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=0),
-    help="PUB: wait up to SECONDS for a first subscriber before sending, as PUB drops "
-    "messages sent before subscribers join (default 0.2). Other types: pause SECONDS first "
-    "(default 0).",
-    metavar="SECONDS",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Fail if no peer takes a message, or no reply comes (REQ, DEALER), this long.",
-)
+@sending_options
+@curve_options
 def send_command(
     endpoint: str,
     type_name: str,
@@ -317,25 +346,32 @@ def send_command(
     rate: float | None,
     wait: float | None,
     timeout: float,
+    curve_server_key: str | None,
+    curve_secret_key: str | None,
 ) -> None:
     """Send messages to an endpoint; REQ and DEALER print the replies.
 
     Each MESSAGE argument is one message; with none, each line of stdin is one. ENDPOINT is
     @address to bind, >address to connect, or an address and --bind/--connect. DEALER sends
-    an empty delimiter frame first, as REQ does, so REP and ROUTER servers answer it. A
-    zmqapp error reply is shown as an error (exit code 1). Sent messages get up to 2 s to be
-    delivered before the command exits.
+    an empty delimiter frame first, as REQ does, so REP and ROUTER servers answer it.
+
+    A message is sent only to a peer that has completed the ZeroMQ handshake (on PUB, to a
+    subscriber whose subscription matches). If none takes one within --timeout, the command
+    says why (nothing listening, a host that does not resolve, a refused CURVE handshake)
+    and exits 1; so does a zmqapp error reply. A summary goes to stderr.
 
     \b
     Examples:
       zmqapp send tcp://localhost:5555 Hello --type REQ
       zmqapp send tcp://localhost:5556 '{"temp": 21}' --type PUB --topic weather --codec json
-      seq 100 | zmqapp send tcp://localhost:5557 --type PUSH
+      seq 100 | zmqapp send tcp://localhost:5557 --type PUSH --rate 10
       zmqapp send tcp://localhost:5557 job --type PUSH --count 10000 --rate 500
+      zmqapp send tcp://server:5557 job --type PUSH --curve-server-key certs/server.key
     """
     type_name = type_name.upper()
     if topic is not None and type_name != "PUB":
         raise click.UsageError("--topic is for --type PUB; other types have no topics.")
+    curve = curve_keys(curve_server_key, curve_secret_key)
     encoded: Iterable[bytes]
     if messages or count is not None:
         data = [argument_bytes(m) for m in messages] or list(_stdin_messages())
@@ -354,14 +390,21 @@ def send_command(
         rate=rate,
         wait=wait,
         timeout=timeout,
+        curve=curve,
     )
     send(_endpoints(endpoint, bind), encoded, options)
 
 
 def _stdin_messages() -> Iterator[bytes]:
-    if sys.stdin.isatty():
+    stdin = sys.stdin
+    if stdin is None or getattr(stdin, "buffer", None) is None:
+        raise click.UsageError(
+            "No MESSAGE was given and stdin is closed, so there is nothing to send; give "
+            "messages as arguments, or pipe them in (seq 3 | zmqapp send ...)."
+        )
+    if stdin.isatty():
         click.echo("reading messages from stdin, one per line (Ctrl-D to end)", err=True)
-    return stdin_lines(sys.stdin.buffer)
+    return stdin_lines(stdin.buffer)
 
 
 @main.command("listen")
@@ -380,6 +423,14 @@ def _stdin_messages() -> Iterator[bytes]:
     help="REP and ROUTER: answer every request with TEXT (encoded with --codec). "
     "Default: echo the request back.",
 )
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Also write every message, with its time, to FILE (JSON lines; see the README), "
+    "for zmqapp replay.",
+)
+@curve_options
 def listen_command(
     endpoint: str,
     type_name: str,
@@ -389,6 +440,9 @@ def listen_command(
     as_json: bool,
     count: int | None,
     reply: str | None,
+    record: str | None,
+    curve_server_key: str | None,
+    curve_secret_key: str | None,
 ) -> None:
     """Print the messages that arrive at an endpoint; REP and ROUTER answer them.
 
@@ -398,12 +452,18 @@ def listen_command(
 
     With --json, each line is {"frames": [...], "topic": ..., "identity": ...}, topic and
     identity null when absent. Bytes that are UTF-8 are JSON strings; others are
-    {"encoding": "base64", "data": "..."}. Ctrl-C or SIGTERM stops (exit code 0).
+    {"encoding": "base64", "data": "..."}. A number JSON cannot hold (1e999999, NaN) is a
+    string: its text as sent. Ctrl-C or SIGTERM stops (exit code 0).
+
+    A PULL, REP, ROUTER or DEALER that connects to someone else's bound socket takes a
+    share of that socket's traffic away from its real consumers; listen warns, and
+    `zmqapp tap` watches a zmqapp app's channel without taking anything.
 
     \b
     Examples:
       zmqapp listen 'tcp://*:5557' --type PULL
       zmqapp listen tcp://localhost:5556 --type SUB --topic weather --json
+      zmqapp listen tcp://localhost:5556 --type SUB --record weather.jsonl
       zmqapp listen 'tcp://*:5555' --type REP --reply World
     """
     type_name = type_name.upper()
@@ -418,8 +478,66 @@ def listen_command(
         as_json=as_json,
         count=count,
         reply=None if reply is None else encode_input(codec, argument_bytes(reply)),
+        curve=curve_keys(curve_server_key, curve_secret_key),
+        record=record,
     )
     listen(_endpoints(endpoint, bind), options)
+
+
+@main.command("replay")
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False))
+@peer_options(SEND_TYPES, codec=False)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Replay this many times faster than recorded (0.5: half speed); 0 sends as fast "
+    "as possible.",
+)
+@click.option("--loop", is_flag=True, help="Start again at the end, until Ctrl-C or SIGTERM.")
+@sending_options
+@curve_options
+def replay_command(
+    recording: str,
+    endpoint: str,
+    type_name: str,
+    bind: bool | None,
+    speed: float,
+    loop: bool,
+    wait: float | None,
+    timeout: float,
+    curve_server_key: str | None,
+    curve_secret_key: str | None,
+) -> None:
+    """Send the messages of a recording again, at the pace they were recorded.
+
+    RECORDING is a file zmqapp listen --record wrote. Each message goes out with its frames
+    as recorded (on PUB, frame 0 is the topic), to ENDPOINT by the same rules as zmqapp send,
+    and with the same honesty: if no peer takes them within --timeout, it exits 1.
+
+    \b
+    Examples:
+      zmqapp replay weather.jsonl 'tcp://*:5556' --type PUB
+      zmqapp replay jobs.jsonl tcp://localhost:5557 --type PUSH --speed 10
+    """
+    type_name = type_name.upper()
+    try:
+        _, messages = load_recording(recording)
+    except RecordingError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"Could not read {recording}: {exc}.") from None
+    if not messages:
+        raise click.ClickException(f"{recording} holds no messages, so there is nothing to replay.")
+    options = SendOptions(
+        type_name=type_name,
+        wait=wait,
+        timeout=timeout,
+        curve=curve_keys(curve_server_key, curve_secret_key),
+        verb="replayed",
+    )
+    replay(_endpoints(endpoint, bind), messages, options, speed=speed, loop=loop)
 
 
 # -- graph -------------------------------------------------------------------------------------

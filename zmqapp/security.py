@@ -108,7 +108,7 @@ def _addresses(channel: Channel, key: str, value: Any) -> list[str]:
     return items
 
 
-def _z85_key(channel: Channel, option: str, spec: Any) -> bytes | None:
+def _z85_key(where: str, option: str, spec: Any) -> bytes | None:
     """``spec`` as a Z85 key if it is one (40 characters, not a file), else None."""
     if isinstance(spec, bytes):
         spec = spec.decode("ascii", "replace")
@@ -122,52 +122,64 @@ def _z85_key(channel: Channel, option: str, spec: Any) -> bytes | None:
             raise ValueError("not a 32-byte key")
     except (ValueError, KeyError, TypeError):
         raise SetupError(
-            f"channel {channel.name!r}: {option} {spec!r} is neither a file nor a Z85 key "
-            "(40 characters); check the path, or give the key zmqapp keygen printed"
+            f"{where}{option} {spec!r} is neither a file nor a Z85 key (40 characters); check "
+            "the path, or give the key zmqapp keygen printed"
         ) from None
     return spec.encode("ascii")
 
 
 def load_secret(channel: Channel, spec: Any) -> tuple[bytes, bytes]:
     """(public, secret) from a secret certificate file or a Z85 secret key."""
-    if _z85_key(channel, "curve_secret_key", spec) is not None:
-        secret = spec.encode("ascii") if isinstance(spec, str) else bytes(spec)
-        try:
-            return zmq.curve_public(secret), secret
-        except (zmq.ZMQError, ValueError) as exc:
-            raise SetupError(
-                f"channel {channel.name!r}: curve_secret_key is not a valid Z85 key: {exc}"
-            ) from None
-    public, maybe_secret = _load_certificate(channel, "curve_secret_key", spec)
-    if maybe_secret is None:
-        raise SetupError(
-            f"channel {channel.name!r}: curve_secret_key {os.fspath(spec)!r} is a public "
-            "certificate; give the secret one (the .key_secret file zmqapp keygen writes)"
-        )
-    return public, maybe_secret
+    return read_secret_key(spec, "curve_secret_key", where=f"channel {channel.name!r}: ")
 
 
 def load_public(channel: Channel, spec: Any) -> bytes:
     """A public key from a Z85 key or a certificate file (public or secret)."""
-    key = _z85_key(channel, "curve_server_key", spec)
+    return read_public_key(spec, "curve_server_key", where=f"channel {channel.name!r}: ")
+
+
+def read_secret_key(spec: Any, option: str, *, where: str = "") -> tuple[bytes, bytes]:
+    """(public, secret) from a secret certificate file or a Z85 secret key.
+
+    ``option`` (``"--curve-secret-key"``), after ``where``, names what was given in error
+    messages; a problem is a :class:`SetupError` that says what to give instead.
+    """
+    if _z85_key(where, option, spec) is not None:
+        secret = spec.encode("ascii") if isinstance(spec, str) else bytes(spec)
+        try:
+            return zmq.curve_public(secret), secret
+        except (zmq.ZMQError, ValueError) as exc:
+            raise SetupError(f"{where}{option} is not a valid Z85 key: {exc}") from None
+    public, maybe_secret = _load_certificate(where, option, spec)
+    if maybe_secret is None:
+        raise SetupError(
+            f"{where}{option} {os.fspath(spec)!r} is a public certificate; give the secret one "
+            "(the .key_secret file zmqapp keygen writes)"
+        )
+    return public, maybe_secret
+
+
+def read_public_key(spec: Any, option: str, *, where: str = "") -> bytes:
+    """A public key from a Z85 key or a certificate file (public or secret); see
+    :func:`read_secret_key`."""
+    key = _z85_key(where, option, spec)
     if key is not None:
         return key
-    return _load_certificate(channel, "curve_server_key", spec)[0]
+    return _load_certificate(where, option, spec)[0]
 
 
-def _load_certificate(channel: Channel, option: str, spec: Any) -> tuple[bytes, bytes | None]:
+def _load_certificate(where: str, option: str, spec: Any) -> tuple[bytes, bytes | None]:
     path = os.fspath(spec)
     try:
         return zmq.auth.load_certificate(path)
     except OSError as exc:
         raise SetupError(
-            f"channel {channel.name!r}: cannot read the {option} certificate {path!r} "
-            f"({exc.strerror or exc}); make one with zmqapp keygen"
+            f"{where}cannot read the {option} certificate {path!r} ({exc.strerror or exc}); "
+            "make one with zmqapp keygen"
         ) from None
     except ValueError as exc:
         raise SetupError(
-            f"channel {channel.name!r}: {option} {path!r} is neither a Z85 key nor a "
-            f"certificate file: {exc}"
+            f"{where}{option} {path!r} is neither a Z85 key nor a certificate file: {exc}"
         ) from None
 
 
