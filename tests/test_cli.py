@@ -608,16 +608,18 @@ def test_graph_matches_connects_to_binds_in_dot(tmp_path: Path) -> None:
     assert out.startswith("digraph zmqapp {") and out.rstrip().endswith("}")
     ids = dict(re.findall(r'(n\d+) \[label="(\w+)\\n', out))
     node = {name: node_id for node_id, name in ids.items()}
-    edges = re.findall(r'(\w+) -> (\w+) \[label="([^"]*)"\]', out)
+    edges = re.findall(r'(\w+) -> (\w+) \[label="([^"]*)"(.*)\];', out)
+    # In the direction messages flow, whichever side binds.
     assert sorted(edges) == sorted(
         [
-            (node["work"], node["jobs"], "tcp://localhost:7001\\nPULL → PUSH"),
-            (node["work"], node["also_jobs"], "tcp://localhost:7001\\nPULL → PUSH"),
-            (node["news"], node["events"], "ipc:///tmp/zmqapp-graph-test-events\\nSUB → PUB"),
-            (node["wrong"], node["answers"], "tcp://localhost:7003\\nSUB → PUSH"),
+            (node["jobs"], node["work"], "tcp://localhost:7001\\nPUSH → PULL", ""),
+            (node["also_jobs"], node["work"], "tcp://localhost:7001\\nPUSH → PULL", ""),
+            (node["events"], node["news"], "ipc:///tmp/zmqapp-graph-test-events\\nPUB → SUB", ""),
+            (node["wrong"], node["answers"], "tcp://localhost:7003\\nSUB ✗ PUSH",
+             ", style=dashed, color=red"),
         ]
-    )
-    assert f"{node['elsewhere']} -> x1 [style=dashed];" in out
+    )  # fmt: skip
+    assert "x1 -> " + node["elsewhere"] + " [style=dashed];" in out  # a PULL: from outside
     assert 'x1 [label="tcp://localhost:7999\\nnot bound by these apps", style=dashed];' in out
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
     assert warnings == [
@@ -627,9 +629,72 @@ def test_graph_matches_connects_to_binds_in_dot(tmp_path: Path) -> None:
         "outside peer binds it",
         "warning: front:jobs binds tcp://*:7001 and clash:also_jobs binds tcp://0.0.0.0:7001: "
         "only one socket can bind an address, so one of them will fail to start",
+        "warning: back:wrong (SUB, subscribed to everything) is wired to no PUB or XPUB in these "
+        "apps, so nothing here publishes to it — fine if an outside publisher does",
     ]
     for warning in warnings:
         assert f"// {warning}" in out
+
+
+PIPELINE = [
+    arg
+    for name in ("ingest", "analyzer", "alerter")
+    for arg in ("--app", f"examples/pipeline/{name}.py")
+]
+
+
+def test_graph_of_the_pipeline_as_its_config_runs_it() -> None:
+    done = zmqapp("graph", *PIPELINE, "--config", "examples/pipeline/system.toml")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # the system is whole: no warnings
+    lines = done.stdout.splitlines()
+    assert '        n1["raw<br/>PULL<br/>@tcp://127.0.0.1:5601"]' in lines
+    assert "        n5[\"alerts<br/>SUB<br/>subscribes: 'alert.'\"]" in lines
+    assert "    n1 -.->|send_to| n2" in lines  # ingest: raw's return values go to readings
+    assert '    n2 -->|"tcp://127.0.0.1:5602<br/>PUSH → PULL"| n3' in lines
+    assert '    n4 -->|"tcp://127.0.0.1:5603<br/>PUB → SUB"| n5' in lines
+    # Without the config the apps have no endpoints, and the graph says so.
+    bare = zmqapp("graph", *PIPELINE)
+    assert "warning: ingest: channel 'raw' has no endpoint" in bare.stderr
+    assert "-->" not in bare.stdout
+
+
+def test_graph_warns_about_a_lonely_subscriber_and_a_stray_apps_table(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "system.toml",
+        (ROOT / "examples" / "pipeline" / "system.toml").read_text()
+        + "\n[APPS.alerterr]\nLINGER = 0\n",
+    )
+    moved = "APPS.alerter.CHANNELS.alerts.endpoint=@tcp://127.0.0.1:5609"
+    done = zmqapp("graph", *PIPELINE, "--config", config, "--set", moved, "--format", "dot")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "warning: alerter:alerts (SUB, subscribed to 'alert.') is wired to no PUB or XPUB in "
+        "these apps, so nothing here publishes to it — fine if an outside publisher does",
+        f"warning: {config} has a table APPS.alerterr, but no app here is named 'alerterr' "
+        "(apps: alerter, analyzer, ingest); a typo, or an app left out?",
+    ]
+
+
+def test_graph_draws_requests_toward_the_side_that_answers(tmp_path: Path) -> None:
+    apps = write(
+        tmp_path / "rpc.py",
+        """
+        from zmqapp import App
+        server = App("server")
+        server.add_channel("api", endpoint="@tcp://127.0.0.1:7300", type="ROUTER",
+                           handler=lambda body: body)
+        server.add_channel("jobs", endpoint=">tcp://127.0.0.1:7301", type="REP",
+                           handler=lambda body: body)
+        client = App("client")
+        client.add_channel("ask", endpoint=">tcp://127.0.0.1:7300", type="REQ")
+        client.add_channel("work", endpoint="@tcp://127.0.0.1:7301", type="DEALER")
+        """,
+    )
+    done = zmqapp("graph", "--app", f"{apps}:server", "--app", f"{apps}:client", "--format", "dot")
+    assert done.returncode == 0, done.stderr
+    assert 'n3 -> n1 [label="tcp://127.0.0.1:7300\\nREQ ⇄ ROUTER", dir=both];' in done.stdout
+    assert 'n4 -> n2 [label="tcp://127.0.0.1:7301\\nDEALER ⇄ REP", dir=both];' in done.stdout
 
 
 def test_graph_writes_text_to_a_file(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import click
 import zmq
 
 from . import __version__
-from ._discovery import NoAppError, Setting, load_app, locate_app, parse_setting
+from ._discovery import NoAppError, Setting, configure_app, load_app, locate_app, parse_setting
 from ._graph import build_topology, to_dot, to_mermaid
 from ._keys import CertificateError, write_certificates
 from ._peer import (
@@ -40,6 +40,7 @@ from ._peer import (
 )
 from .app import App
 from .channel import Channel, Endpoint, parse_endpoints
+from .config import read_config_file
 from .errors import SetupError
 from .recording import RecordingError, load_recording
 from .signals import app_started, app_stopped
@@ -552,6 +553,7 @@ def replay_command(
     metavar="MODULE[:NAME]",
     help="An app to include, as for `zmqapp run`; repeat for each app.",
 )
+@config_options
 @click.option(
     "--format",
     "output_format",
@@ -564,17 +566,31 @@ def replay_command(
     type=click.Path(dir_okay=False, writable=True),
     help="Write to this file instead of stdout; .svg, .png or .pdf renders DOT with Graphviz.",
 )
-def graph(app_specs: tuple[str, ...], output_format: str | None, output: str | None) -> None:
-    """Draw which channels bind where and who connects to them, across apps.
+def graph(
+    app_specs: tuple[str, ...],
+    config_file: str | None,
+    settings: list[Setting],
+    output_format: str | None,
+    output: str | None,
+) -> None:
+    """Draw how messages flow between channels, across apps.
 
-    Each channel is a node; an edge goes from a channel that connects to the channel that
-    binds the address, labelled with the address and both socket types. Warnings (also
-    written as comments) name connects nobody binds, addresses bound twice and socket
-    types that cannot talk to each other. Config comes from each module, as declared.
+    Each channel is a node (SUB nodes list their subscriptions). An edge joins a channel that
+    connects to the channel that binds the address, in the direction messages flow: PUSH to
+    PULL, PUB to SUB, and from the side that asks to the side that answers (arrowheads at
+    both ends: replies come back). Dotted edges inside an app are send_to. Each app is
+    configured as `zmqapp run` would configure it (--config, ZMQAPP_* variables, --set;
+    its own APPS.<name> table), so the picture is the system as it will run.
+
+    Warnings (also written as comments) name connects nobody binds, addresses bound twice,
+    socket types that cannot talk to each other, SUB channels no PUB here is wired to, and
+    APPS tables for apps not in the picture. Which topics a PUB sends is decided at run
+    time, so a SUB whose subscription never matches cannot be caught.
 
     \b
     Examples:
       zmqapp graph --app worker.py --app driver.py
+      zmqapp graph --app ingest.py --app analyzer.py --app alerter.py --config system.toml
       zmqapp graph --app worker.py --format dot --output topology.svg
     """
     if not app_specs:
@@ -587,7 +603,17 @@ def graph(app_specs: tuple[str, ...], output_format: str | None, output: str | N
         )
     with setup_errors():
         apps = [(spec, locate_app(spec)) for spec in app_specs]
+        for _, app in apps:
+            configure_app(app, config_file, settings)
         topology = build_topology(apps)
+        if config_file is not None:
+            named = read_config_file(config_file).get("APPS") or {}
+            drawn = {app.name for _, app in apps}
+            for name in sorted(set(named) - drawn):
+                topology.warnings.append(
+                    f"{config_file} has a table APPS.{name}, but no app here is named {name!r} "
+                    f"(apps: {', '.join(sorted(drawn))}); a typo, or an app left out?"
+                )
     for warning in topology.warnings:
         click.echo(f"warning: {warning}", err=True)
     text = to_dot(topology) if image or output_format == "dot" else to_mermaid(topology)
