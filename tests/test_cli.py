@@ -920,12 +920,16 @@ def test_send_and_listen_speak_curve(spawn: Any, tmp_path: Path) -> None:
     refused = zmqapp("send", address, "x", "--type", "PUSH", "--timeout", "0.5",
                      "--curve-server-key", wrong)  # fmt: skip
     assert refused.returncode == 1
-    assert f"a peer at {address} answered, but dropped the connection during the handshake" in (
-        refused.stderr
-    )
+    assert re.search(
+        rf"a peer at {re.escape(address)} answered, but (dropped the connection during the "
+        r"handshake .*wrong --curve-server-key|the CURVE keys do not fit)",
+        refused.stderr,
+    ), refused.stderr
     plain = zmqapp("send", address, "x", "--type", "PUSH", "--timeout", "0.5")
     assert plain.returncode == 1
-    assert "one side uses CURVE and the other does not" in plain.stderr
+    assert re.search(  # which side notices first varies
+        r"one side uses CURVE and the other does not|does the peer expect CURVE", plain.stderr
+    ), plain.stderr
     done = zmqapp("send", address, "over CURVE", "--type", "PUSH", "--curve-server-key",
                   server_public)  # fmt: skip
     assert done.returncode == 0, done.stderr

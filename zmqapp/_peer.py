@@ -211,7 +211,8 @@ class ShellSocket:
         seen = {name for name, _, _ in self.events}
         failed = [(n, value) for n, _, value in self.events if n.startswith("handshake_failed")]
         if failed:
-            return f"a peer at {self.where} answered, but {_handshake_failure(*failed[-1])}"
+            failure = _handshake_failure(*failed[-1], curve=self.curve is not None)
+            return f"a peer at {self.where} answered, but {failure}"
         links = [n for n, _, _ in self.events if n in ("handshake_succeeded", "disconnected")]
         if links and links[-1] == "disconnected":
             return f"the peer at {self.where} went away. {hint}"
@@ -247,7 +248,7 @@ _PROTOCOL_ERRORS = {
 }
 
 
-def _handshake_failure(name: str, value: int) -> str:
+def _handshake_failure(name: str, value: int, curve: bool) -> str:
     if name == "handshake_failed_auth":
         return (
             "refused our CURVE credentials: check --curve-server-key, and that the peer "
@@ -264,9 +265,14 @@ def _handshake_failure(name: str, value: int) -> str:
             return "the CURVE keys do not fit: check --curve-server-key"
         return f"the ZeroMQ handshake failed ({error})"
     reason = os.strerror(value) if isinstance(value, int) and value > 0 else str(value)
+    if curve:
+        return (
+            f"dropped the connection during the handshake ({reason}); with CURVE, that is "
+            "what a wrong --curve-server-key looks like"
+        )
     return (
-        f"dropped the connection during the handshake ({reason}); with CURVE, that is what a "
-        "wrong --curve-server-key looks like"
+        f"dropped the connection during the handshake ({reason}): does the peer expect CURVE "
+        "(--curve-server-key), or is its socket type one that cannot talk to ours?"
     )
 
 
