@@ -6,7 +6,6 @@ import os
 import queue
 import re
 import select
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 from typing import IO, Any
+
+from zmqapp import pytest_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 ZMQAPP = [sys.executable, "-m", "zmqapp"]
@@ -131,8 +132,7 @@ def write(path: Path, source: str) -> Path:
 
 
 def free_tcp_port() -> int:
-    """A port nothing listens on now, from the OS: for an address one process binds and
-    another connects to, where the connecting side must know the port in advance."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port nothing listens on now, for an address one process binds and another connects
+    to, where the connecting side must know the port in advance (see the plugin's helper for
+    why it is not one the OS hands out)."""
+    return pytest_plugin.free_tcp_port()

@@ -15,7 +15,8 @@ Fixtures:
     So that a test never reaches a live system by accident, every TCP endpoint is moved to
     127.0.0.1, **bound and connected alike**: a bind to ``tcp://127.0.0.1:*`` (the OS picks
     the port; ``app.channels[name].bound`` holds it), a connect to a free port where nothing
-    listens (``running.connected[name]`` lists them: bind your test's peer there). Every ipc
+    listens (``running.connected[name]`` lists them: bind your test's peer there; the port is
+    outside the OS's ephemeral range, so no outgoing connection takes it first). Every ipc
     endpoint moves into a temporary directory. ``endpoints={"tasks": "@tcp://..."}`` sets a
     channel's endpoints yourself, and those win; ``free_ports=False`` moves nothing. The app
     runs with the config it has: the file ``ZMQAPP_CONFIG`` names and ``ZMQAPP_*`` variables
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -173,10 +175,36 @@ class Redirect:
 
 
 def free_tcp_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on, as the OS hands them out."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    """A TCP port on 127.0.0.1 that nothing uses now, for an address one side connects to
+    before the other binds it.
+
+    The port is picked below the OS's range of ephemeral ports (those it hands to outgoing
+    connections): a port from that range can be taken, before the test binds it, by an
+    outgoing connection, even by the connecting socket itself, since a TCP connect to
+    127.0.0.1:P from local port P connects the socket to itself.
+    """
+    low = _ephemeral_ports()[0]
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # pragma: no cover
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The OS's range of ports for outgoing connections (Linux's, else the IANA range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low, high = (int(part) for part in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 49152, 65535
 
 
 def free_port_overrides(app: App, ipc_dir: Path) -> dict[str, Any]:
