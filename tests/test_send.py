@@ -10,6 +10,7 @@ import pytest
 import zmq
 
 from zmqapp import App, NotRunning, SendQueueFull, SetupError
+from zmqapp.pytest_plugin import free_tcp_port
 from zmqapp.testing import wait_for
 
 TCP = "@tcp://127.0.0.1:*"
@@ -57,11 +58,8 @@ def test_send_from_many_threads(app: App, running: Any, peer: Any) -> None:
 def test_sends_wait_in_the_queue_until_a_peer_appears(
     app: App, running: Any, peer: Any, ctx: Any
 ) -> None:
-    # Reserve a port, then free it, so the channel connects to an endpoint nobody serves yet.
-    probe = ctx.socket(zmq.PULL)
-    address = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)
-    endpoint = f"tcp://127.0.0.1:{address}"
+    # A free port, so the channel connects to an endpoint nobody serves yet.
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     app.add_channel("out", endpoint=endpoint, type="PUSH", options={"sndhwm": 1, "immediate": 1})
     running(app)
     for i in range(20):
@@ -84,10 +82,7 @@ def test_full_send_queue_raises_instead_of_growing(app: App, running: Any) -> No
 
 
 def test_send_async_waits_for_room(app: App, running: Any, peer: Any, ctx: Any) -> None:
-    probe = ctx.socket(zmq.PULL)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)
-    endpoint = f"tcp://127.0.0.1:{port}"
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     app.config["SEND_QUEUE"] = 3
     app.add_channel("out", endpoint=endpoint, type="PUSH", options={"sndhwm": 1, "immediate": 1})
     progress: list[int] = []
