@@ -1131,3 +1131,18 @@ def test_send_options_are_checked_before_any_socket_opens() -> None:
 def keypair(directory: Path, name: str) -> tuple[Path, Path]:
     public, secret = zmq.auth.create_certificates(directory, name)
     return Path(public), Path(secret)
+
+
+def test_replay_loop_goes_round_until_stopped(spawn: Any, tmp_path: Path) -> None:
+    recording = tmp_path / "two.jsonl"
+    with Recorder.open(recording) as rec:
+        rec.write([b"a"], t=0.0)
+        rec.write([b"b"], t=0.02)
+    listener = spawn("listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--count", "5")
+    address = listener.expect(r"PULL socket bound to (tcp://\S+)", "stderr").group(1)
+    player = spawn("replay", recording, address, "--type", "PUSH", "--loop")
+    assert listener.wait() == 0, listener.seen
+    assert listener.seen["stdout"] == ["a", "b", "a", "b", "a"]
+    player.proc.send_signal(signal.SIGTERM)
+    assert player.wait() == 0, player.seen  # stopping a loop is its normal end
+    assert any(line.startswith("stopped: replayed ") for line in player.seen["stderr"])

@@ -489,6 +489,8 @@ class SendOptions:
     curve: Curve | None = None
     #: What the summary calls the action ("sent", "replayed").
     verb: str = "sent"
+    #: Sends until interrupted (replay --loop): Ctrl-C or SIGTERM is then a normal end.
+    endless: bool = False
 
 
 @dataclass
@@ -555,6 +557,7 @@ def replay(
                 return
             offset += (messages[-1].t - first) / speed if speed else 0.0
 
+    options.endless = loop
     deliver(endpoints, outgoing(), options)
 
 
@@ -594,6 +597,9 @@ def deliver(
         sender.send_all(messages, progress)
         linger = FLUSH_LINGER
     except KeyboardInterrupt:
+        if options.endless:
+            _summary(options, tally, "stopped: ")
+            return
         _summary(options, tally, "interrupted: ")
         sys.exit(130)
     except click.ClickException as exc:
