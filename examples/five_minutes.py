@@ -30,5 +30,4 @@ def weather(body, topic):  # extra parameters are filled in by name
 
 
 if __name__ == "__main__":
-    app.config.from_prefixed_env()
-    app.run()  # SIGINT/SIGTERM stop it gracefully
+    app.run()  # reads ZMQAPP_* variables; SIGINT/SIGTERM stop it gracefully

@@ -3,9 +3,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
-import re
-import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +10,7 @@ from typing import Any
 import psutil
 import pytest
 import zmq
+from clitools import ROOT, ZMQAPP, Proc, clean_env
 
 from zmqapp import App
 from zmqapp.testing import AppThread, wait_for
@@ -107,79 +105,6 @@ def log_records(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
-class Proc:
-    """A child process whose stdout and stderr are read line by line as they are written."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, **kwargs: Any):
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
-            **kwargs,
-        )  # fmt: skip
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.out), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.err), daemon=True),
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: Any, lines: list[str]) -> None:
-        for line in stream:
-            lines.append(line.rstrip("\n"))
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_for_line(
-        self, pattern: str, *, stream: str = "out", count: int = 1, timeout: float = 20
-    ) -> list[str]:
-        """The first ``count`` lines of ``stream`` ("out" or "err") matching ``pattern``."""
-        lines = self.out if stream == "out" else self.err
-
-        def found() -> list[str]:
-            matches = [line for line in list(lines) if re.search(pattern, line)]
-            return matches[:count] if len(matches) >= count else []
-
-        try:
-            return wait_for(found, timeout=timeout)  # type: ignore[no-any-return]
-        except TimeoutError:
-            tail = "\n".join((self.out + self.err)[-20:])
-            raise AssertionError(
-                f"no line matching {pattern!r} within {timeout} s:\n{tail}"
-            ) from None
-
-    def send_signal(self, signum: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-
-    def wait(self, timeout: float = 60) -> int:
-        code = self.proc.wait(timeout=timeout)
-        for reader in self.readers:
-            reader.join(10)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                children = psutil.Process(self.proc.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                children = []
-            for child in children:
-                try:
-                    child.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            self.proc.kill()
-        self.wait(10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
 @pytest.fixture
 def spawn() -> Iterator[Any]:
     """Start a child process: ``spawn([sys.executable, path], env={...})`` returns a
@@ -188,6 +113,22 @@ def spawn() -> Iterator[Any]:
 
     def start(args: list[str], env: dict[str, str] | None = None, **kwargs: Any) -> Proc:
         proc = Proc(args, env, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
+def run_cli() -> Iterator[Any]:
+    """Start ``python -m zmqapp ARGS`` in the background: ``run_cli(*args, env=..., cwd=...)``
+    returns a :class:`clitools.Proc`; every one is killed at teardown."""
+    started: list[Proc] = []
+
+    def start(*args: Any, env: dict[str, str] | None = None, cwd: Any = ROOT) -> Proc:
+        proc = Proc([*ZMQAPP, *map(str, args)], env if env is not None else clean_env(), cwd)
         started.append(proc)
         return proc
 

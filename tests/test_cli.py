@@ -4,155 +4,28 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
-import select
+import shlex
 import signal
 import stat
 import subprocess
 import sys
-import textwrap
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 import zmq
 import zmq.auth
+from click.testing import CliRunner
+from clitools import ROOT, SCRIPT, ZMQAPP, clean_env, free_tcp_port, read_line, write, zmqapp
 
 from zmqapp import App
+from zmqapp.cli import main
+from zmqapp.recording import Recorder
+from zmqapp.testing import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-ZMQAPP = [sys.executable, "-m", "zmqapp"]
-#: The console script setup.cfg declares, installed next to this interpreter.
-SCRIPT = Path(sys.executable).parent / "zmqapp"
-COMMANDS = ("run", "channels", "send", "listen", "graph", "keygen")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without the test runner's own ZMQAPP_* variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQAPP_")}
-    env.update(extra)
-    return env
-
-
-def zmqapp(
-    *args: Any,
-    input: str | None = None,
-    env: dict[str, str] | None = None,
-    cwd: Path = ROOT,
-    timeout: float = 30,
-) -> subprocess.CompletedProcess[str]:
-    """Run `python -m zmqapp ARGS` to completion."""
-    return subprocess.run(
-        [*ZMQAPP, *map(str, args)],
-        input=input,
-        capture_output=True,
-        text=True,
-        env=env if env is not None else clean_env(),
-        cwd=cwd,
-        timeout=timeout,
-    )
-
-
-class Background:
-    """A zmqapp process running beside the test; its output is read line by line as it comes."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=cwd,
-        )
-        self.seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self._queues: dict[str, queue.Queue[str | None]] = {}
-        self._threads = []
-        for name in ("stdout", "stderr"):
-            self._queues[name] = queue.Queue()
-            thread = threading.Thread(target=self._read, args=(name,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _read(self, name: str) -> None:
-        stream = getattr(self.proc, name)
-        for line in stream:
-            self._queues[name].put(line.rstrip("\n"))
-        self._queues[name].put(None)
-
-    def expect(self, pattern: str, stream: str = "stdout", timeout: float = 15) -> re.Match[str]:
-        """Wait for a line matching ``pattern`` (a regex) and return the match."""
-        deadline = time.monotonic() + timeout
-        lines = self._queues[stream]
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line matching {pattern!r} on {stream}: {self.seen}")
-            try:
-                line = lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                lines.put(None)  # later readers see the end too
-                raise AssertionError(f"{stream} ended without {pattern!r}: {self.seen}")
-            self.seen[stream].append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
-
-    def wait(self, timeout: float = 15) -> int:
-        """Wait for the process to exit; return its exit code, all its output read."""
-        code = self.proc.wait(timeout)
-        for thread in self._threads:
-            thread.join(timeout)
-        for name, lines in self._queues.items():
-            while (line := lines.get_nowait()) is not None:
-                self.seen[name].append(line)
-            lines.put(None)
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(15)
-        for thread in self._threads:
-            thread.join(15)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
-def spawn() -> Iterator[Any]:
-    """Start `python -m zmqapp ARGS` in the background: ``spawn(*args, env=..., cwd=...)``."""
-    started: list[Background] = []
-
-    def start(*args: Any, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Background:
-        proc = Background([*ZMQAPP, *map(str, args)], env if env is not None else clean_env(), cwd)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.close()
-
-
-def read_line(stream: IO[str], timeout: float = 15) -> str:
-    """One line from a child's pipe, waiting at most ``timeout`` for it to start."""
-    ready, _, _ = select.select([stream], [], [], timeout)
-    assert ready, f"nothing to read within {timeout} s"
-    return stream.readline()
-
-
-def write(path: Path, source: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(source))
-    return path
+COMMANDS = ("run", "channels", "send", "listen", "replay", "graph", "keygen")
 
 
 # -- the group ---------------------------------------------------------------------------------
@@ -188,8 +61,8 @@ def test_python_m_zmqapp_prints_the_version() -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_run_serves_until_a_signal_then_exits_zero(spawn: Any, peer: Any, signum: int) -> None:
-    proc = spawn(
+def test_run_serves_until_a_signal_then_exits_zero(run_cli: Any, peer: Any, signum: int) -> None:
+    proc = run_cli(
         "run",
         "--app",
         "tests/apps/cli_service.py",
@@ -464,11 +337,11 @@ def test_send_json_reencodes_and_rejects_invalid_json(peer: Any) -> None:
     assert "'{not json' is not valid JSON" in bad.stderr
 
 
-def test_send_pub_waits_for_the_subscriber_and_sends_the_topic(spawn: Any, peer: Any) -> None:
+def test_send_pub_waits_for_the_subscriber_and_sends_the_topic(run_cli: Any, peer: Any) -> None:
     sub = peer(zmq.SUB, bind="tcp://127.0.0.1:*")
     sub.setsockopt(zmq.SUBSCRIBE, b"news")
     address = sub.last_endpoint.decode()
-    proc = spawn("send", address, "hello", "--type", "PUB", "--topic", "news", "--wait", "20")
+    proc = run_cli("send", address, "hello", "--type", "PUB", "--topic", "news", "--wait", "20")
     # Polling lets the SUB socket take the connection and send its subscription; the command
     # waits for that subscription before publishing, so nothing is lost to the slow joiner.
     assert sub.poll(20_000), proc.seen
@@ -477,10 +350,14 @@ def test_send_pub_waits_for_the_subscriber_and_sends_the_topic(spawn: Any, peer:
     assert not any("warning" in line for line in proc.seen["stderr"]), proc.seen
 
 
-def test_send_pub_warns_when_nobody_subscribes() -> None:
+def test_send_pub_fails_when_nobody_subscribes() -> None:
     done = zmqapp("send", "@tcp://127.0.0.1:*", "void", "--type", "PUB", "--wait", "0.1")
-    assert done.returncode == 0, done.stderr
-    assert "warning: no subscriber arrived within 0.1 s" in done.stderr
+    assert done.returncode == 1, done.stderr
+    assert re.search(
+        r"Error: No subscriber arrived within 0\.1 s, and a PUB socket drops what nobody "
+        r"subscribes to, so nothing was sent: no peer connected to tcp://127\.0\.0\.1:\d+\.",
+        done.stderr,
+    ), done.stderr
 
 
 def test_send_req_prints_replies_from_a_zmqapp_rep_server(app: App, running: Any) -> None:
@@ -519,9 +396,9 @@ def test_send_dealer_talks_to_a_zmqapp_router_server(app: App, running: Any) -> 
     assert json.loads(done.stdout) == {"got": {"n": 1}}
 
 
-def test_send_dealer_adds_the_envelope_a_rep_peer_needs(spawn: Any, peer: Any) -> None:
+def test_send_dealer_adds_the_envelope_a_rep_peer_needs(run_cli: Any, peer: Any) -> None:
     rep = peer(zmq.REP, bind="tcp://127.0.0.1:*")
-    proc = spawn("send", rep.last_endpoint.decode(), "hi", "--type", "DEALER")
+    proc = run_cli("send", rep.last_endpoint.decode(), "hi", "--type", "DEALER")
     assert rep.poll(20_000), proc.seen  # a REP drops a request that has no delimiter frame
     assert rep.recv_multipart() == [b"hi"]
     rep.send(b"\xff\xfe")
@@ -572,8 +449,8 @@ def test_send_count_takes_exactly_one_message() -> None:
 # -- listen ------------------------------------------------------------------------------------
 
 
-def test_listen_prints_messages_as_they_arrive(spawn: Any, peer: Any) -> None:
-    proc = spawn("listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--count", "3")
+def test_listen_prints_messages_as_they_arrive(run_cli: Any, peer: Any) -> None:
+    proc = run_cli("listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--count", "3")
     address = proc.expect(r"PULL socket bound to (tcp://\S+)", "stderr").group(1)
     push = peer(zmq.PUSH, connect=address)
     push.send(b"hello")
@@ -585,10 +462,10 @@ def test_listen_prints_messages_as_they_arrive(spawn: Any, peer: Any) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_listen_sub_json_output_and_clean_stop(spawn: Any, peer: Any, signum: int) -> None:
+def test_listen_sub_json_output_and_clean_stop(run_cli: Any, peer: Any, signum: int) -> None:
     pub = peer(zmq.PUB, bind="tcp://127.0.0.1:*")
     address = pub.last_endpoint.decode()
-    proc = spawn("listen", address, "--type", "SUB", "--topic", "t1", "--json")
+    proc = run_cli("listen", address, "--type", "SUB", "--topic", "t1", "--json")
     proc.expect(rf"SUB socket connected to {re.escape(address)}", "stderr")
     lines: list[str] = []
 
@@ -619,9 +496,9 @@ def test_listen_sub_json_output_and_clean_stop(spawn: Any, peer: Any, signum: in
     "reply, expected", [((), b"ping"), (("--reply", "pong"), b"pong")], ids=["echo", "reply"]
 )
 def test_listen_rep_answers_every_request(
-    spawn: Any, peer: Any, reply: tuple[str, ...], expected: bytes
+    run_cli: Any, peer: Any, reply: tuple[str, ...], expected: bytes
 ) -> None:
-    proc = spawn("listen", "tcp://127.0.0.1:*", "--bind", "--type", "REP", "--count", "1", *reply)
+    proc = run_cli("listen", "tcp://127.0.0.1:*", "--bind", "--type", "REP", "--count", "1", *reply)
     address = proc.expect(r"REP socket bound to (tcp://\S+)", "stderr").group(1)
     req = peer(zmq.REQ, connect=address)
     req.send(b"ping")
@@ -630,8 +507,8 @@ def test_listen_rep_answers_every_request(
     assert proc.seen["stdout"] == ["ping"]
 
 
-def test_send_dealer_and_listen_router_talk_to_each_other(spawn: Any) -> None:
-    proc = spawn(
+def test_send_dealer_and_listen_router_talk_to_each_other(run_cli: Any) -> None:
+    proc = run_cli(
         "listen", "@tcp://127.0.0.1:*", "--type", "ROUTER", "--codec", "json", "--json",
         "--reply", '{"ok": true}', "--count", "1",
     )  # fmt: skip
@@ -645,9 +522,9 @@ def test_send_dealer_and_listen_router_talk_to_each_other(spawn: Any) -> None:
     assert message["identity"]  # the DEALER's identity, as text or base64
 
 
-def test_send_and_listen_pair_over_ipc(spawn: Any, tmp_path: Path) -> None:
+def test_send_and_listen_pair_over_ipc(run_cli: Any, tmp_path: Path) -> None:
     address = f"ipc://{tmp_path}/pair.sock"
-    proc = spawn("listen", "@" + address, "--type", "PAIR", "--count", "2")
+    proc = run_cli("listen", "@" + address, "--type", "PAIR", "--count", "2")
     proc.expect(rf"PAIR socket bound to {re.escape(address)}", "stderr")
     done = zmqapp("send", ">" + address, "--type", "PAIR", input="over\nipc\n")
     assert done.returncode == 0, done.stderr
@@ -731,16 +608,18 @@ def test_graph_matches_connects_to_binds_in_dot(tmp_path: Path) -> None:
     assert out.startswith("digraph zmqapp {") and out.rstrip().endswith("}")
     ids = dict(re.findall(r'(n\d+) \[label="(\w+)\\n', out))
     node = {name: node_id for node_id, name in ids.items()}
-    edges = re.findall(r'(\w+) -> (\w+) \[label="([^"]*)"\]', out)
+    edges = re.findall(r'(\w+) -> (\w+) \[label="([^"]*)"(.*)\];', out)
+    # In the direction messages flow, whichever side binds.
     assert sorted(edges) == sorted(
         [
-            (node["work"], node["jobs"], "tcp://localhost:7001\\nPULL → PUSH"),
-            (node["work"], node["also_jobs"], "tcp://localhost:7001\\nPULL → PUSH"),
-            (node["news"], node["events"], "ipc:///tmp/zmqapp-graph-test-events\\nSUB → PUB"),
-            (node["wrong"], node["answers"], "tcp://localhost:7003\\nSUB → PUSH"),
+            (node["jobs"], node["work"], "tcp://localhost:7001\\nPUSH → PULL", ""),
+            (node["also_jobs"], node["work"], "tcp://localhost:7001\\nPUSH → PULL", ""),
+            (node["events"], node["news"], "ipc:///tmp/zmqapp-graph-test-events\\nPUB → SUB", ""),
+            (node["wrong"], node["answers"], "tcp://localhost:7003\\nSUB ✗ PUSH",
+             ", style=dashed, color=red"),
         ]
-    )
-    assert f"{node['elsewhere']} -> x1 [style=dashed];" in out
+    )  # fmt: skip
+    assert "x1 -> " + node["elsewhere"] + " [style=dashed];" in out  # a PULL: from outside
     assert 'x1 [label="tcp://localhost:7999\\nnot bound by these apps", style=dashed];' in out
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
     assert warnings == [
@@ -750,9 +629,72 @@ def test_graph_matches_connects_to_binds_in_dot(tmp_path: Path) -> None:
         "outside peer binds it",
         "warning: front:jobs binds tcp://*:7001 and clash:also_jobs binds tcp://0.0.0.0:7001: "
         "only one socket can bind an address, so one of them will fail to start",
+        "warning: back:wrong (SUB, subscribed to everything) is wired to no PUB or XPUB in these "
+        "apps, so nothing here publishes to it — fine if an outside publisher does",
     ]
     for warning in warnings:
         assert f"// {warning}" in out
+
+
+PIPELINE = [
+    arg
+    for name in ("ingest", "analyzer", "alerter")
+    for arg in ("--app", f"examples/pipeline/{name}.py")
+]
+
+
+def test_graph_of_the_pipeline_as_its_config_runs_it() -> None:
+    done = zmqapp("graph", *PIPELINE, "--config", "examples/pipeline/system.toml")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # the system is whole: no warnings
+    lines = done.stdout.splitlines()
+    assert '        n1["raw<br/>PULL<br/>@tcp://127.0.0.1:5601"]' in lines
+    assert "        n5[\"alerts<br/>SUB<br/>subscribes: 'alert.'\"]" in lines
+    assert "    n1 -.->|send_to| n2" in lines  # ingest: raw's return values go to readings
+    assert '    n2 -->|"tcp://127.0.0.1:5602<br/>PUSH → PULL"| n3' in lines
+    assert '    n4 -->|"tcp://127.0.0.1:5603<br/>PUB → SUB"| n5' in lines
+    # Without the config the apps have no endpoints, and the graph says so.
+    bare = zmqapp("graph", *PIPELINE)
+    assert "warning: ingest: channel 'raw' has no endpoint" in bare.stderr
+    assert "-->" not in bare.stdout
+
+
+def test_graph_warns_about_a_lonely_subscriber_and_a_stray_apps_table(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "system.toml",
+        (ROOT / "examples" / "pipeline" / "system.toml").read_text()
+        + "\n[APPS.alerterr]\nLINGER = 0\n",
+    )
+    moved = "APPS.alerter.CHANNELS.alerts.endpoint=@tcp://127.0.0.1:5609"
+    done = zmqapp("graph", *PIPELINE, "--config", config, "--set", moved, "--format", "dot")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "warning: alerter:alerts (SUB, subscribed to 'alert.') is wired to no PUB or XPUB in "
+        "these apps, so nothing here publishes to it — fine if an outside publisher does",
+        f"warning: {config} has a table APPS.alerterr, but no app here is named 'alerterr' "
+        "(apps: alerter, analyzer, ingest); a typo, or an app left out?",
+    ]
+
+
+def test_graph_draws_requests_toward_the_side_that_answers(tmp_path: Path) -> None:
+    apps = write(
+        tmp_path / "rpc.py",
+        """
+        from zmqapp import App
+        server = App("server")
+        server.add_channel("api", endpoint="@tcp://127.0.0.1:7300", type="ROUTER",
+                           handler=lambda body: body)
+        server.add_channel("jobs", endpoint=">tcp://127.0.0.1:7301", type="REP",
+                           handler=lambda body: body)
+        client = App("client")
+        client.add_channel("ask", endpoint=">tcp://127.0.0.1:7300", type="REQ")
+        client.add_channel("work", endpoint="@tcp://127.0.0.1:7301", type="DEALER")
+        """,
+    )
+    done = zmqapp("graph", "--app", f"{apps}:server", "--app", f"{apps}:client", "--format", "dot")
+    assert done.returncode == 0, done.stderr
+    assert 'n3 -> n1 [label="tcp://127.0.0.1:7300\\nREQ ⇄ ROUTER", dir=both];' in done.stdout
+    assert 'n4 -> n2 [label="tcp://127.0.0.1:7301\\nDEALER ⇄ REP", dir=both];' in done.stdout
 
 
 def test_graph_writes_text_to_a_file(tmp_path: Path) -> None:
@@ -837,3 +779,370 @@ def test_keygen_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     forced = zmqapp("keygen", tmp_path, "--force")
     assert forced.returncode == 0, forced.stderr
     assert zmq.auth.load_certificate(public_file)[0] != before
+
+
+def keygen_under_umask(umask: str, *args: Any) -> subprocess.CompletedProcess[str]:
+    """`zmqapp keygen ARGS` run from a shell that set ``umask``."""
+    command = " ".join(map(shlex.quote, [*ZMQAPP, "keygen", *map(str, args)]))
+    return subprocess.run(
+        ["sh", "-c", f"umask {umask}; exec {command}"],
+        capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=30,
+    )  # fmt: skip
+
+
+def test_keygen_modes_do_not_depend_on_the_umask(tmp_path: Path) -> None:
+    done = keygen_under_umask("000", tmp_path / "certs", "--name", "open")
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE((tmp_path / "certs" / "open.key").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "certs" / "open.key_secret").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "certs").stat().st_mode) == 0o755
+    done = keygen_under_umask("077", tmp_path / "certs", "--name", "closed")
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE((tmp_path / "certs" / "closed.key").stat().st_mode) == 0o644
+    assert [p.name for p in (tmp_path / "certs").iterdir() if p.name.startswith(".")] == []
+
+
+def test_keygen_force_replaces_a_link_and_leaves_its_target_alone(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "precious"
+    target.parent.mkdir()
+    target.write_text("not a key\n")
+    target.chmod(0o644)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "server.key_secret").symlink_to(target)
+    (certs / "server.key").symlink_to(tmp_path / "elsewhere" / "missing")  # dangling
+    refused = zmqapp("keygen", certs)
+    assert refused.returncode == 1
+    assert f"{certs / 'server.key'} already exists; pass --force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    done = zmqapp("keygen", certs, "--force")
+    assert done.returncode == 0, done.stderr
+    assert target.read_text() == "not a key\n"  # the link's target is untouched
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert not (tmp_path / "elsewhere" / "missing").exists()
+    for path in (certs / "server.key_secret", certs / "server.key"):
+        assert not path.is_symlink() and path.is_file()
+    public, secret = zmq.auth.load_certificate(certs / "server.key_secret")
+    assert secret is not None and zmq.auth.load_certificate(certs / "server.key")[0] == public
+    assert stat.S_IMODE((certs / "server.key_secret").stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="uses /proc, which no one can write"
+)
+def test_keygen_explains_a_directory_it_cannot_write(tmp_path: Path) -> None:
+    done = zmqapp("keygen", "/proc/zmqapp-keys")  # unwritable even for root
+    assert done.returncode == 1
+    assert "Error: Could not create the directory /proc/zmqapp-keys" in done.stderr
+    assert "Traceback" not in done.stderr
+    (tmp_path / "file").write_text("")
+    done = zmqapp("keygen", tmp_path / "file" / "certs")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"Could not create the directory {tmp_path / 'file' / 'certs'}" in done.stderr
+
+
+# -- send and listen tell the truth --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind, timeout", [("PUSH", "1"), ("PAIR", "0.3"), ("DEALER", "0.3"), ("REQ", "0.3")]
+)
+def test_send_to_an_address_nobody_binds_fails_and_names_it(kind: str, timeout: str) -> None:
+    address = f"tcp://127.0.0.1:{free_tcp_port()}"
+    done = zmqapp("send", address, "hi", "--type", kind, "--timeout", timeout)
+    assert done.returncode == 1, done.stderr
+    assert (
+        f"Error: No peer took the message within {timeout} s: nothing accepts connections at "
+        f"{address} (refused or unreachable). Start the receiving side first" in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_send_from_stdin_to_nobody_fails_too() -> None:
+    address = f"tcp://127.0.0.1:{free_tcp_port()}"
+    done = zmqapp("send", address, "--type", "PUSH", "--timeout", "0.5", input="a\nb\n")
+    assert done.returncode == 1
+    assert f"nothing accepts connections at {address}" in done.stderr
+
+
+def test_send_to_a_host_that_does_not_resolve_says_so() -> None:
+    done = zmqapp("send", "tcp://no-such-host.invalid:5555", "hi", "--type", "PUSH")
+    assert done.returncode == 1
+    assert "Could not resolve the host 'no-such-host.invalid'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_send_paces_every_send_to_the_rate_and_always_sums_up(peer: Any) -> None:
+    pull = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
+    address = pull.last_endpoint.decode()
+    done = zmqapp("send", address, "a", "b", "c", "d", "e", "--type", "PUSH", "--rate", "25")
+    assert done.returncode == 0, done.stderr
+    assert [pull.recv() for _ in range(5)] == [b"a", b"b", b"c", b"d", b"e"]
+    match = re.search(r"sent 5 messages in ([\d.]+) s", done.stderr)
+    assert match, done.stderr
+    assert float(match.group(1)) >= 4 / 25  # the 5th waits 4 intervals
+    piped = zmqapp("send", address, "--type", "PUSH", input="x\ny\n")
+    assert piped.returncode == 0, piped.stderr
+    assert re.search(r"^sent 2 messages in [\d.]+ s \(\d+ msg/s\)$", piped.stderr, re.M)
+    assert [pull.recv(), pull.recv()] == [b"x", b"y"]
+
+
+def test_send_with_stdin_closed_is_a_usage_error() -> None:
+    command = " ".join(map(shlex.quote, [*ZMQAPP, "send", "tcp://127.0.0.1:1", "--type", "PUSH"]))
+    done = subprocess.run(
+        ["sh", "-c", f"exec {command} <&-"],
+        capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "No MESSAGE was given and stdin is closed" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_send_pub_counts_messages_no_subscription_matches(run_cli: Any, peer: Any) -> None:
+    sub = peer(zmq.SUB, bind="tcp://127.0.0.1:*")
+    sub.setsockopt(zmq.SUBSCRIBE, b"news")
+    proc = run_cli("send", sub.last_endpoint.decode(), "--type", "PUB", "--topic", "sport", "score")
+    wait_for(lambda: sub.poll(10) or proc.proc.poll() is not None, timeout=20)  # lets it subscribe
+    assert proc.wait() == 1, proc.seen
+    [error] = [line for line in proc.seen["stderr"] if line.startswith("Error")]
+    assert "1 of 1 messages matched no subscription" in error
+    assert "subscribers want 'news'" in error
+
+
+def test_send_and_listen_speak_curve(run_cli: Any, tmp_path: Path) -> None:
+    server_public, server_secret = keypair(tmp_path, "server")
+    proc = run_cli(
+        "listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--count", "1",
+        "--curve-secret-key", server_secret,
+    )  # fmt: skip
+    address = proc.expect(r"PULL socket bound to (tcp://\S+)", "stderr").group(1)
+    _, wrong = keypair(tmp_path, "wrong")
+    refused = zmqapp("send", address, "x", "--type", "PUSH", "--timeout", "0.5",
+                     "--curve-server-key", wrong)  # fmt: skip
+    assert refused.returncode == 1
+    assert re.search(
+        rf"a peer at {re.escape(address)} answered, but (dropped the connection during the "
+        r"handshake .*wrong --curve-server-key|the CURVE keys do not fit)",
+        refused.stderr,
+    ), refused.stderr
+    plain = zmqapp("send", address, "x", "--type", "PUSH", "--timeout", "0.5")
+    assert plain.returncode == 1
+    assert re.search(  # which side notices first varies
+        r"one side uses CURVE and the other does not|does the peer expect CURVE", plain.stderr
+    ), plain.stderr
+    done = zmqapp("send", address, "over CURVE", "--type", "PUSH", "--curve-server-key",
+                  server_public)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert proc.wait() == 0, proc.seen
+    assert proc.seen["stdout"] == ["over CURVE"]
+
+
+def test_listen_curve_client_reads_a_curve_server(run_cli: Any, tmp_path: Path, peer: Any) -> None:
+    server_public, server_secret = keypair(tmp_path, "server")
+    pub = peer(zmq.PUB)
+    pub.curve_server = True
+    pub.curve_publickey, pub.curve_secretkey = zmq.auth.load_certificate(server_secret)
+    pub.bind("tcp://127.0.0.1:*")
+    proc = run_cli(
+        "listen", pub.last_endpoint.decode(), "--type", "SUB", "--count", "1",
+        "--curve-server-key", server_public,
+    )  # fmt: skip
+
+    def heard() -> bool:
+        pub.send(b"encrypted news")
+        try:
+            proc.expect("encrypted news", timeout=0.05)
+        except AssertionError:
+            return False
+        return True
+
+    wait_for(heard, timeout=15)
+    assert proc.wait() == 0, proc.seen
+
+
+def test_curve_options_explain_a_bad_key(tmp_path: Path) -> None:
+    done = zmqapp("send", "tcp://127.0.0.1:1", "x", "--type", "PUSH",
+                  "--curve-server-key", tmp_path / "missing.key")  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot read the --curve-server-key certificate" in done.stderr
+    public, _ = keypair(tmp_path, "pub")
+    done = zmqapp("listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--curve-secret-key", public)
+    assert done.returncode == 2
+    assert "is a public certificate; give the secret one" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["PULL", "REP", "ROUTER", "DEALER"])
+def test_listen_warns_when_it_takes_a_share_of_someone_elses_traffic(
+    run_cli: Any, peer: Any, kind: str
+) -> None:
+    sender = {"PULL": zmq.PUSH, "REP": zmq.DEALER, "ROUTER": zmq.DEALER, "DEALER": zmq.DEALER}
+    bound = peer(sender[kind], bind="tcp://127.0.0.1:*")
+    address = bound.last_endpoint.decode()
+    proc = run_cli("listen", address, "--type", kind, "--count", "1")
+    warning = proc.expect(r"^warning: ", "stderr").string
+    assert f"this {kind} socket connects to {address}, where another socket binds" in warning
+    assert "takes part of the traffic away from the real consumers" in warning
+    assert "zmqapp tap URL CHANNEL" in warning
+    bound.send_multipart([b"", b"taken"] if kind in ("REP", "ROUTER") else [b"taken"])
+    assert proc.wait() == 0, proc.seen
+    assert proc.seen["stdout"][-1].endswith("taken")
+
+
+def test_listen_binding_a_pull_or_connecting_a_sub_does_not_warn(run_cli: Any) -> None:
+    proc = run_cli("listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--count", "1")
+    address = proc.expect(r"bound to (tcp://\S+)", "stderr").group(1)
+    done = zmqapp("send", address, "x", "--type", "PUSH")
+    assert done.returncode == 0, done.stderr
+    assert proc.wait() == 0
+    assert not any("warning" in line for line in proc.seen["stderr"]), proc.seen
+
+
+def test_listen_json_output_is_always_valid_json(run_cli: Any, peer: Any) -> None:
+    msgpack = pytest.importorskip("msgpack")
+    push = peer(zmq.PUSH, bind="tcp://127.0.0.1:*")
+    address = push.last_endpoint.decode()
+    as_json = run_cli("listen", address, "--type", "PULL", "--codec", "json", "--json",
+                    "--count", "2")  # fmt: skip
+    push.send(b"1e999999")
+    push.send(b'{"big": -1e999, "nan": NaN, "ok": 1.5}')
+    assert as_json.wait() == 0, as_json.seen
+
+    def strict(text: str) -> Any:
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}"))
+
+    assert [strict(line)["frames"] for line in as_json.seen["stdout"]] == [
+        ["1e999999"],
+        [{"big": "-1e999", "nan": "NaN", "ok": 1.5}],
+    ]
+    packed = run_cli("listen", address, "--type", "PULL", "--codec", "msgpack", "--json",
+                   "--count", "1")  # fmt: skip
+    push.send(msgpack.packb({1: "one", 2: float("inf")}))
+    assert packed.wait() == 0, packed.seen
+    assert [strict(line)["frames"] for line in packed.seen["stdout"]] == [
+        [{"1": "one", "2": "Infinity"}]
+    ]
+    assert not any("is not valid msgpack" in line for line in packed.seen["stderr"]), packed.seen
+
+
+# -- record and replay ---------------------------------------------------------------------------
+
+
+def test_record_then_replay_reproduces_the_messages_in_order(
+    run_cli: Any, peer: Any, tmp_path: Path
+) -> None:
+    recording = tmp_path / "session.jsonl"
+    recorder = run_cli("listen", "@tcp://127.0.0.1:*", "--type", "SUB", "--count", "3",
+                     "--record", recording)  # fmt: skip
+    address = recorder.expect(r"SUB socket bound to (tcp://\S+)", "stderr").group(1)
+    pub = peer(zmq.PUB, connect=address)
+    messages = [[b"t", b"first"], [b"t", b"\xff\x00 binary"], [b"t", b"3", b"frames"]]
+    pending = list(messages)
+
+    def published() -> bool:  # the subscription reaches the publisher a moment later
+        pub.send_multipart(pending[0])
+        try:
+            recorder.expect(".", timeout=0.05)
+        except AssertionError:
+            return False
+        return True
+
+    wait_for(published, timeout=15)
+    for frames in pending[1:]:
+        pub.send_multipart(frames)
+    assert recorder.wait() == 0, recorder.seen
+    assert f"recorded 3 messages to {recording}" in recorder.seen["stderr"]
+    header, *lines = recording.read_text().splitlines()
+    assert json.loads(header)["format"] == "zmqapp-recording"
+    assert json.loads(header)["source"] == {"endpoint": address, "type": "SUB"}
+    assert len(lines) == 3
+
+    player = run_cli("listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--count", "3", "--json")
+    target = player.expect(r"PULL socket bound to (tcp://\S+)", "stderr").group(1)
+    done = zmqapp("replay", recording, target, "--type", "PUSH")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^replayed 3 messages in [\d.]+ s", done.stderr, re.M), done.stderr
+    assert player.wait() == 0, player.seen
+    frames = [json.loads(line)["frames"] for line in player.seen["stdout"]]
+    assert frames == [
+        ["t", "first"],
+        ["t", {"encoding": "base64", "data": "/wAgYmluYXJ5"}],
+        ["t", "3", "frames"],
+    ]
+
+
+def test_replay_keeps_the_recorded_pace_unless_told(peer: Any, tmp_path: Path) -> None:
+    recording = tmp_path / "paced.jsonl"
+    with Recorder.open(recording, {"type": "PUSH"}) as rec:
+        for t, body in ((10.0, b"a"), (10.2, b"b"), (10.4, b"c")):
+            rec.write([body], t=t)
+    pull = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
+    address = pull.last_endpoint.decode()
+
+    def seconds(*speed: str) -> float:
+        done = zmqapp("replay", recording, address, "--type", "PUSH", *speed)
+        assert done.returncode == 0, done.stderr
+        assert [pull.recv() for _ in range(3)] == [b"a", b"b", b"c"]
+        match = re.search(r"replayed 3 messages in ([\d.]+) s", done.stderr)
+        assert match, done.stderr
+        return float(match.group(1))
+
+    assert seconds() >= 0.4  # the first goes at once, then the recorded gaps
+    assert seconds("--speed", "4") >= 0.1
+    assert seconds("--speed", "0") < 0.4
+
+
+def test_replay_to_nobody_fails_like_send(tmp_path: Path) -> None:
+    recording = tmp_path / "one.jsonl"
+    with Recorder.open(recording) as rec:
+        rec.write([b"lost"])
+    address = f"tcp://127.0.0.1:{free_tcp_port()}"
+    done = zmqapp("replay", recording, address, "--type", "PUSH", "--timeout", "0.5")
+    assert done.returncode == 1
+    assert f"No peer took the message within 0.5 s: nothing accepts connections at {address}" in (
+        done.stderr
+    )
+
+
+def test_replay_explains_a_file_that_is_no_recording(tmp_path: Path) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("hello\n")
+    result = CliRunner().invoke(main, ["replay", str(other), "tcp://127.0.0.1:1", "--type", "PUSH"])
+    assert result.exit_code == 1
+    assert "is not a zmqapp recording" in result.output
+    empty = tmp_path / "empty.jsonl"
+    Recorder.open(empty).close()
+    result = CliRunner().invoke(main, ["replay", str(empty), "tcp://127.0.0.1:1", "--type", "PUSH"])
+    assert result.exit_code == 1 and "holds no messages" in result.output
+
+
+def test_send_options_are_checked_before_any_socket_opens() -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["send", "tcp://127.0.0.1:1", "x", "--type", "PUSH", "--topic", "t"]
+    )
+    assert result.exit_code == 2 and "--topic is for --type PUB" in result.output
+    result = runner.invoke(main, ["replay", "missing.jsonl", "tcp://127.0.0.1:1", "--type", "PUSH"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(main, ["send", "tcp://127.0.0.1:1", "x", "--type", "PUSH",
+                                  "--rate", "0"])  # fmt: skip
+    assert result.exit_code == 2
+
+
+def keypair(directory: Path, name: str) -> tuple[Path, Path]:
+    public, secret = zmq.auth.create_certificates(directory, name)
+    return Path(public), Path(secret)
+
+
+def test_replay_loop_goes_round_until_stopped(run_cli: Any, tmp_path: Path) -> None:
+    recording = tmp_path / "two.jsonl"
+    with Recorder.open(recording) as rec:
+        rec.write([b"a"], t=0.0)
+        rec.write([b"b"], t=0.02)
+    listener = run_cli("listen", "@tcp://127.0.0.1:*", "--type", "PULL", "--count", "5")
+    address = listener.expect(r"PULL socket bound to (tcp://\S+)", "stderr").group(1)
+    player = run_cli("replay", recording, address, "--type", "PUSH", "--loop")
+    assert listener.wait() == 0, listener.seen
+    assert listener.seen["stdout"] == ["a", "b", "a", "b", "a"]
+    player.proc.send_signal(signal.SIGTERM)
+    assert player.wait() == 0, player.seen  # stopping a loop is its normal end
+    assert any(line.startswith("stopped: replayed ") for line in player.seen["stderr"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -224,41 +223,18 @@ def test_queued_messages_are_handled_at_stop(app: App, peer: Any, ctx: Any) -> N
     assert got == [b"%d" % i for i in range(500)]
 
 
-def _start(script: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(APPS / script)], stdout=subprocess.PIPE, text=True, env=env
-    )
-
-
-def _read_until(proc: subprocess.Popen[str], prefix: str, lines: list[str]) -> str:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.strip())
-        if line.startswith(prefix):
-            return line.strip()
-    raise AssertionError(f"process ended before printing {prefix!r}: {lines[-5:]}")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_stops_a_real_process_gracefully(signum: int, peer: Any) -> None:
-    proc = _start("graceful.py")
-    lines: list[str] = []
-    try:
-        address = _read_until(proc, "bound ", lines).split()[1]
-        push = peer(zmq.PUSH, connect=address)
-        for i in range(300):
-            push.send(b"%d" % i)
-        _read_until(proc, "handled 20", lines)
-        proc.send_signal(signum)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        proc.wait()
-    lines += out.splitlines()
-    assert proc.returncode == 0
-    handled = [line.split()[1] for line in lines if line.startswith("handled ")]
-    [report] = [line for line in lines if line.startswith("stopped ")]
+def test_signal_stops_a_real_process_gracefully(signum: int, peer: Any, spawn: Any) -> None:
+    proc = spawn([sys.executable, str(APPS / "graceful.py")])
+    address = proc.wait_for_line("^bound ")[0].split()[1]
+    push = peer(zmq.PUSH, connect=address)
+    for i in range(300):
+        push.send(b"%d" % i)
+    proc.wait_for_line("^handled 20$")
+    proc.send_signal(signum)
+    assert proc.wait(30) == 0
+    handled = [line.split()[1] for line in proc.out if line.startswith("handled ")]
+    [report] = [line for line in proc.out if line.startswith("stopped ")]
     assert report == "stopped received=300 handled=300"
     assert handled == [str(i) for i in range(300)]  # nothing received was lost, in order
 

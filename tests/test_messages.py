@@ -18,6 +18,7 @@ import zmq
 
 from zmqapp import App, Message, Multipart, SetupError, signals
 from zmqapp.channel import Channel
+from zmqapp.codecs import get_codec
 from zmqapp.message import parse_error_reply
 from zmqapp.testing import wait_for
 
@@ -68,6 +69,11 @@ def test_codec_round_trip(name: str, app: App, running: Any, peer: Any) -> None:
     sent = peer(zmq.PULL, connect=app.channels["sent"].bound[0])
     app.send("sent", value)
     assert sent.recv() == frame  # app.send encodes
+
+
+def test_msgpack_maps_may_have_integer_keys() -> None:
+    codec = get_codec("msgpack")
+    assert codec.decode(msgpack.packb({1: "one", "two": {2: [3]}})) == {1: "one", "two": {2: [3]}}
 
 
 def test_pickle_only_by_name(app: App) -> None:

@@ -294,3 +294,48 @@ def test_the_plugin_loads_by_entry_point(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_zmqapp_run_moves_connected_endpoints_too(zmqapp_run: Any, peer: Any) -> None:
+    import zmq
+
+    # A "live" pipeline on this machine, where the app's config points: a test must not
+    # pull its events, nor push into it.
+    live_events = peer(zmq.PUSH, bind="tcp://127.0.0.1:*")
+    live_alerts = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
+    app = App("pipeline-stage")
+    app.config["LINGER"] = 0
+    app.channel(
+        "events", endpoint=live_events.last_endpoint.decode(), type="PULL", send_to="alerts"
+    )(lambda body: b"alert:" + body)
+    app.add_channel("alerts", endpoint=live_alerts.last_endpoint.decode(), type="PUSH")
+    app.add_channel("local", endpoint="inproc://stays", type="PUSH")
+    running = zmqapp_run(app)
+
+    [events] = running.connected["events"]
+    [alerts] = running.connected["alerts"]
+    assert events.startswith("tcp://127.0.0.1:") and events != live_events.last_endpoint.decode()
+    assert "local" not in running.connected and running.endpoints["local"] == [">inproc://stays"]
+    source = peer(zmq.PUSH, bind=events)  # the test binds its own peers where the app connects
+    sink = peer(zmq.PULL, bind=alerts)
+    source.send(b"test event")
+    assert sink.recv() == b"alert:test event"
+    with pytest.raises(zmq.Again):  # nobody ever connected to the live pipeline
+        live_events.send(b"live event", zmq.NOBLOCK)
+    assert live_alerts.poll(0) == 0
+
+
+def test_zmqapp_run_takes_an_explicit_mapping(zmqapp_run: Any, peer: Any, tmp_path: Path) -> None:
+    import zmq
+
+    pull = peer(zmq.PULL, bind=f"ipc://{tmp_path}/mine.sock")
+    app = App("explicit")
+    app.config["LINGER"] = 0
+    app.add_channel("out", endpoint="tcp://10.255.255.1:7002", type="PUSH")
+    app.on_start(lambda: app.send("out", b"where the test said"))
+    running = zmqapp_run(app, endpoints={"out": f">ipc://{tmp_path}/mine.sock"})
+    assert running.endpoints == {"out": [f">ipc://{tmp_path}/mine.sock"]}
+    assert running.connected == {}
+    assert pull.recv() == b"where the test said"
+    with pytest.raises(ValueError, match="names channel 'nope'"):
+        zmqapp_run(App("other"), endpoints={"nope": "tcp://127.0.0.1:1"})

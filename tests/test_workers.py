@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -17,36 +16,27 @@ from typing import Any
 import psutil
 import pytest
 import zmq
+from clitools import Proc
 
 from zmqapp.testing import wait_for
 
 APPS = Path(__file__).parent / "apps"
 
 
-class Pool:
-    """A `zmqapp run --workers N` process, with its log read as it is written."""
+class Pool(Proc):
+    """A `zmqapp run --workers N` process (its log is its stderr)."""
 
     def __init__(self, script: str, workers: int, *args: str, env: dict[str, str] | None = None):
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "zmqapp", "run", "--app", str(APPS / script),
              "--workers", str(workers), *args],
-            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+            {**os.environ, **(env or {})},
         )  # fmt: skip
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip())
-
-    def wait_for_line(self, pattern: str, count: int = 1, timeout: float = 20) -> list[str]:
-        def found() -> list[str]:
-            matches = [line for line in list(self.lines) if re.search(pattern, line)]
-            return matches if len(matches) >= count else []
-
-        return wait_for(found, timeout=timeout)  # type: ignore[no-any-return]
+    def wait_for_line(  # type: ignore[override]
+        self, pattern: str, count: int = 1, timeout: float = 20
+    ) -> list[str]:
+        return super().wait_for_line(pattern, stream="err", count=count, timeout=timeout)
 
     def address(self, channel: str) -> str:
         """The address the parent bound for ``channel`` (a port the OS chose)."""
@@ -56,24 +46,11 @@ class Pool:
         return match.group(1)
 
     def worker_pids(self) -> list[int]:
-        return [int(p) for p in re.findall(r"\(pid (\d+)\) is running", "\n".join(self.lines))]
+        return [int(p) for p in re.findall(r"\(pid (\d+)\) is running", "\n".join(self.err))]
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-        code = self.proc.wait(timeout=60)
-        self.reader.join(10)
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            for child in psutil.Process(self.proc.pid).children(recursive=True):
-                child.kill()
-            self.proc.kill()
-            self.proc.wait(10)
-        assert self.proc.stderr is not None
-        self.reader.join(10)
-        self.proc.stderr.close()
+        self.send_signal(signum)
+        return self.wait(60)
 
 
 @pytest.fixture
@@ -81,7 +58,7 @@ def pools() -> Iterator[list[Pool]]:
     started: list[Pool] = []
     yield started
     for pool in started:
-        pool.close()
+        pool.kill()
 
 
 def start(pools: list[Pool], *args: Any, **kwargs: Any) -> Pool:

@@ -26,9 +26,6 @@ from .app import App
 #: The names of the factories a module is searched for, in order.
 FACTORY_NAMES = ("create_app", "make_app")
 
-#: Environment variables that set command-line options, so are not read as config keys.
-CLI_ENV_VARS = ("ZMQAPP_APP",)
-
 #: A parsed ``--set KEY=VALUE``: the dotted key split into parts, and the value.
 Setting = tuple[list[str], Any]
 
@@ -42,9 +39,10 @@ def load_app(
 ) -> App:
     """Find the app ``app_spec`` names and configure it for the command line.
 
-    Config is applied on top of what the module set, in this order: ``config_file``, then
-    environment variables starting with ``ZMQAPP_`` (except ``ZMQAPP_APP``, which names the
-    app), then each ``--set`` setting.
+    Config is layered on what the module set as ``app.run()`` layers it: ``config_file``
+    (else the file ``ZMQAPP_CONFIG`` names), then environment variables starting with
+    ``ZMQAPP_`` (except ``ZMQAPP_APP`` and ``ZMQAPP_CONFIG``), then each ``--set`` setting;
+    then the app's ``APPS.<name>`` table wins over the top level.
     """
     if not app_spec:
         raise NoAppError(
@@ -260,40 +258,8 @@ def parse_setting(text: str) -> Setting:
 
 
 def configure_app(app: App, config_file: str | None, settings: Iterable[Setting]) -> None:
-    """Apply a config file, then ``ZMQAPP_*`` environment variables, then ``settings``."""
-    if config_file is not None:
-        _load_config_file(app, config_file)
-    # The command line's own variables (ZMQAPP_APP) are options, not config keys: keep the
-    # config as it was for those keys.
-    keys = [name[len("ZMQAPP_") :] for name in CLI_ENV_VARS if name in os.environ]
-    before = {key: app.config[key] for key in keys if key in app.config}
-    app.config.from_prefixed_env("ZMQAPP")
-    for key in keys:
-        if key in before:
-            app.config[key] = before[key]
-        else:
-            app.config.pop(key, None)
-    for parts, value in settings:
-        app.config.set_path(parts, value)
-
-
-def _load_config_file(app: App, config_file: str) -> None:
-    path = os.path.abspath(config_file)  # relative to where the command runs, not the app
-    kind = os.path.splitext(path)[1].lower()
-    if kind not in (".toml", ".json", ".py"):
-        raise click.BadParameter(
-            f"{config_file!r} is not a .toml, .json or .py file; zmqapp reads config from "
-            "those three kinds.",
-            param_hint="'--config'",
-        )
-    try:
-        if kind == ".py":
-            app.config.from_pyfile(path)
-        else:
-            app.config.from_file(path)
-    except OSError as exc:
-        raise click.ClickException(
-            f"Could not read config file {config_file}: {exc.strerror or exc}."
-        ) from None
-    except (ValueError, SyntaxError) as exc:  # JSON and TOML decode errors are ValueErrors
-        raise click.ClickException(f"Config file {config_file} is not valid: {exc}.") from None
+    """Layer the config file, ``ZMQAPP_*`` environment variables and ``settings`` on the app's
+    config, as ``app.run()`` does (see :meth:`zmqapp.Config.load_sources`)."""
+    app.config.load_sources(
+        app.name, channels=app.channels, config_file=config_file, settings=settings
+    )

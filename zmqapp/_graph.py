@@ -1,9 +1,22 @@
 """The topology of one or more apps, for ``zmqapp graph``.
 
-One node per (app, channel); an edge from each channel that connects to an address to the
-channel that binds it. An address a channel connects to that none of the apps binds gets an
-"outside" node. Warnings name the pairs of socket types that cannot talk, addresses bound
-twice, and connects nobody here binds. Rendered as Mermaid or Graphviz DOT text.
+One node per (app, channel). Edges follow the messages:
+
+* between apps, one edge per connect that reaches a bind, drawn in the direction messages
+  flow whichever side binds: PUSH to PULL, PUB/XPUB to SUB/XSUB. Request-reply pairs (REQ or
+  DEALER to REP or ROUTER) go from the side that asks to the side that answers, with an
+  arrowhead at both ends since replies come back; DEALER-DEALER, ROUTER-ROUTER and PAIR
+  links are two-way, drawn from the side that connects;
+* inside an app, a dotted ``send_to`` edge from a channel to the one its handlers' return
+  values are sent to;
+* to an "outside" node for an address a channel connects to that none of the apps binds.
+
+SUB and XSUB nodes list their subscriptions. Warnings name the pairs of socket types that
+cannot talk, addresses bound twice, connects nobody here binds, and SUB channels that no PUB
+or XPUB in the picture is wired to. What the check cannot know: which topics a PUB sends,
+since zmqapp picks them per message at run time (``app.send(..., topic=...)``), so a SUB
+wired to a PUB whose messages never match its subscription is not caught. Rendered as
+Mermaid or Graphviz DOT text.
 """
 
 from __future__ import annotations
@@ -24,6 +37,13 @@ COMPATIBLE = frozenset(
         ("DEALER", "DEALER"), ("ROUTER", "ROUTER"), ("PAIR", "PAIR"),
     )
 )  # fmt: skip
+#: Types whose messages flow one way: from these...
+SENDERS = frozenset({"PUSH", "PUB", "XPUB"})
+#: ...to these.
+RECEIVERS = frozenset({"PULL", "SUB", "XSUB"})
+#: The side that asks, in a request-reply pair; the other side answers.
+ASKERS = frozenset({"REQ", "DEALER"})
+ANSWERERS = frozenset({"REP", "ROUTER"})
 #: Hosts that mean "every interface" in a bind.
 WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", ""})
 #: Hosts that all mean this machine.
@@ -42,6 +62,8 @@ class Node:
     type_name: str
     #: The addresses the channel binds, or a note such as "no endpoint".
     notes: list[str] = field(default_factory=list)
+    #: SUB/XSUB: what the channel subscribes to.
+    subscribe: list[bytes] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"{self.app}:{self.channel}"
@@ -57,17 +79,29 @@ class Outside:
 
 @dataclass
 class Edge:
-    """A channel connecting to an address that ``target`` binds (or nobody here binds)."""
+    """Messages going from ``source`` to ``target`` (both ways when ``two_way``).
 
-    source: Node
+    ``kind`` is ``"link"`` (a connect that reaches a bind), ``"send_to"`` (inside an app),
+    ``"outside"`` (a connect nobody here binds) or ``"mismatch"`` (types that cannot talk,
+    drawn from the side that connects).
+    """
+
+    source: Node | Outside
     target: Node | Outside
     address: str
+    kind: str = "link"
+    two_way: bool = False
 
     @property
     def label(self) -> str:
-        if isinstance(self.target, Outside):
+        if self.kind == "send_to":
+            return "send_to"
+        if isinstance(self.source, Outside) or isinstance(self.target, Outside):
             return ""
-        return f"{self.address}\n{self.source.type_name} → {self.target.type_name}"
+        arrow = "⇄" if self.two_way else "→"
+        if self.kind == "mismatch":
+            arrow = "✗"
+        return f"{self.address}\n{self.source.type_name} {arrow} {self.target.type_name}"
 
 
 @dataclass
@@ -140,9 +174,11 @@ def build_topology(apps: Sequence[tuple[str, App]]) -> Topology:
             if all(channel.endpoints for channel in app.channels.values()):
                 raise
             topology.warnings.append(f"{label}: {exc}")
-        nodes = []
+        nodes: dict[str, Node] = {}
         for channel in app.channels.values():
             node = Node(f"n{next(counter)}", label, channel.name, channel.type_name)
+            if channel.type_name in ("SUB", "XSUB"):
+                node.subscribe = list(channel.subscribe)
             if not channel.endpoints:
                 node.notes.append("no endpoint")
             for endpoint in channel.endpoints:
@@ -151,24 +187,28 @@ def build_topology(apps: Sequence[tuple[str, App]]) -> Topology:
                     binds.append((node, endpoint.address))
                 else:
                     connects.append((node, endpoint.address))
-            nodes.append(node)
-        topology.apps.append((label, nodes))
+            nodes[channel.name] = node
+        for channel in app.channels.values():
+            if channel.send_to in nodes:
+                target = nodes[channel.send_to]
+                topology.edges.append(Edge(nodes[channel.name], target, "", kind="send_to"))
+        topology.apps.append((label, list(nodes.values())))
 
     outside: dict[str, Outside] = {}
     unbound: dict[str, list[Node]] = {}
     for node, address in connects:
         targets = [target for target, bound in binds if connects_to(bound, address)]
         for target in targets:
-            topology.edges.append(Edge(node, target, address))
+            topology.edges.append(_link(node, target, address))
             _check_pair(topology, node, target, address)
         if not targets:
             if address not in outside:
                 outside[address] = Outside(f"x{len(outside) + 1}", address)
-            topology.edges.append(Edge(node, outside[address], address))
+            topology.edges.append(_to_outside(node, outside[address], address))
             unbound.setdefault(address, []).append(node)
     topology.outside = list(outside.values())
-    for address, nodes in unbound.items():
-        who = ", ".join(map(str, nodes))
+    for address, nodes_there in unbound.items():
+        who = ", ".join(map(str, nodes_there))
         topology.warnings.append(
             f"nobody binds {address} (connected by {who}) — fine if an outside peer binds it"
         )
@@ -178,7 +218,52 @@ def build_topology(apps: Sequence[tuple[str, App]]) -> Topology:
                 f"{first} binds {first_address} and {second} binds {second_address}: only one "
                 "socket can bind an address, so one of them will fail to start"
             )
+    _check_subscribers(topology)
     return topology
+
+
+def _link(connecting: Node, binding: Node, address: str) -> Edge:
+    """The edge between a channel that connects and one that binds, in the direction
+    messages flow."""
+    pair = {connecting.type_name, binding.type_name}
+    if frozenset(pair) not in COMPATIBLE:
+        return Edge(connecting, binding, address, kind="mismatch")
+    if connecting.type_name in SENDERS or binding.type_name in RECEIVERS:
+        return Edge(connecting, binding, address)
+    if binding.type_name in SENDERS or connecting.type_name in RECEIVERS:
+        return Edge(binding, connecting, address)
+    if connecting.type_name in ANSWERERS and binding.type_name in ASKERS:
+        return Edge(binding, connecting, address, two_way=True)  # the asker binds
+    return Edge(connecting, binding, address, two_way=True)
+
+
+def _to_outside(node: Node, out: Outside, address: str) -> Edge:
+    if node.type_name in RECEIVERS:
+        return Edge(out, node, address, kind="outside")
+    return Edge(node, out, address, kind="outside", two_way=node.type_name not in SENDERS)
+
+
+def _check_subscribers(topology: Topology) -> None:
+    """Warn about a SUB or XSUB that no PUB or XPUB in the picture sends to."""
+    fed: set[str] = set()
+    for edge in topology.edges:
+        if not isinstance(edge.target, Node) or edge.kind not in ("link", "outside"):
+            continue
+        if isinstance(edge.source, Outside) or edge.source.type_name in ("PUB", "XPUB"):
+            fed.add(edge.target.id)
+    for _, nodes in topology.apps:
+        for node in nodes:
+            if node.type_name in ("SUB", "XSUB") and node.id not in fed and node.subscribe:
+                topology.warnings.append(
+                    f"{node} ({node.type_name}, subscribed to {_topics(node.subscribe)}) is "
+                    "wired to no PUB or XPUB in these apps, so nothing here publishes to it — "
+                    "fine if an outside publisher does"
+                )
+
+
+def _topics(topics: Sequence[bytes]) -> str:
+    shown = [repr(t.decode("utf-8", "backslashreplace")) if t else "everything" for t in topics]
+    return ", ".join(shown)
 
 
 def _check_pair(topology: Topology, source: Node, target: Node, address: str) -> None:
@@ -206,7 +291,10 @@ def _check_pair(topology: Topology, source: Node, target: Node, address: str) ->
 
 
 def _node_text(node: Node) -> str:
-    return "\n".join([node.channel, node.type_name, *node.notes])
+    lines = [node.channel, node.type_name, *node.notes]
+    if node.subscribe:
+        lines.append(f"subscribes: {_topics(node.subscribe)}")
+    return "\n".join(lines)
 
 
 def _mermaid_text(text: str) -> str:
@@ -227,11 +315,15 @@ def to_mermaid(topology: Topology) -> str:
         text = _mermaid_text(f"{out.address}\nnot bound by these apps")
         lines.append(f'    {out.id}(["{text}"])')
     for edge in topology.edges:
-        if isinstance(edge.target, Outside):
-            lines.append(f"    {edge.source.id} -.-> {edge.target.id}")
+        start = "<" if edge.two_way else ""
+        if edge.kind == "outside":
+            lines.append(f"    {edge.source.id} {start}-.-> {edge.target.id}")
+        elif edge.kind == "send_to":
+            lines.append(f"    {edge.source.id} -.->|send_to| {edge.target.id}")
         else:
+            arrow = "-.-x" if edge.kind == "mismatch" else f"{start}-->"
             label = _mermaid_text(edge.label)
-            lines.append(f'    {edge.source.id} -->|"{label}"| {edge.target.id}')
+            lines.append(f'    {edge.source.id} {arrow}|"{label}"| {edge.target.id}')
     return "\n".join(lines) + "\n"
 
 
@@ -253,11 +345,16 @@ def to_dot(topology: Topology) -> str:
         text = _dot_text(f"{out.address}\nnot bound by these apps")
         lines.append(f'    {out.id} [label="{text}", style=dashed];')
     for edge in topology.edges:
-        if isinstance(edge.target, Outside):
-            lines.append(f"    {edge.source.id} -> {edge.target.id} [style=dashed];")
-        else:
-            label = _dot_text(edge.label)
-            lines.append(f'    {edge.source.id} -> {edge.target.id} [label="{label}"];')
+        attributes = []
+        if edge.kind != "outside":
+            attributes.append(f'label="{_dot_text(edge.label)}"')
+        if edge.kind in ("outside", "send_to"):
+            attributes.append("style=dashed" if edge.kind == "outside" else "style=dotted")
+        if edge.kind == "mismatch":
+            attributes += ["style=dashed", "color=red"]
+        if edge.two_way:
+            attributes.append("dir=both")
+        lines.append(f"    {edge.source.id} -> {edge.target.id} [{', '.join(attributes)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import zmq
 
 from .channel import Channel, ChannelSignal
-from .config import DEFAULTS, Config
+from .config import DEFAULTS, Config, default_app_name
 from .errors import NotRunning, SetupError, Timeout
 from .message import frames_for, parse_error_reply
 from .pump import Pump
@@ -56,9 +56,11 @@ class App:
     """A ZeroMQ service: channels declared with decorators, run on one event loop.
 
     ``import_name`` is the name of the module the app lives in (usually ``__name__``); it
-    names the app's logger and locates relative config files. Pass ``context`` to share a
-    ZeroMQ context (the app then never terminates it); by default the app makes its own
-    each time it starts and terminates it when it stops.
+    names the app's logger and locates relative config files. ``name`` is what config
+    (``APPS.<name>`` tables), logs and tools call the app: by default the module's last
+    dotted component, or a script's file name (``python ingest.py`` is app ``ingest``).
+    Pass ``context`` to share a ZeroMQ context (the app then never terminates it); by
+    default the app makes its own each time it starts and terminates it when it stops.
 
     ::
 
@@ -86,9 +88,11 @@ class App:
         *,
         context: zmq.Context[Any] | None = None,
         root_path: str | None = None,
+        name: str | None = None,
     ) -> None:
         self.import_name = import_name
-        self.name = import_name
+        #: What config (``APPS.<name>``), logs and tools call the app.
+        self.name = name if name is not None else default_app_name(import_name)
         if root_path is None:
             root_path = _root_path(import_name)
         self.root_path = root_path
@@ -288,14 +292,19 @@ class App:
         *,
         install_signal_handlers: bool = True,
         context: zmq.Context[Any] | None = None,
+        load_config: bool = True,
     ) -> None:
         """Run the app until :meth:`stop` is called or SIGINT/SIGTERM arrives; then stop
         gracefully and return.
 
         Runs a fresh event loop (Tornado's IOLoop on asyncio). Inside an already running loop,
         ``await app.serve()`` instead. ``context`` runs this run in a context of the caller's
-        (which the app does not terminate).
+        (which the app does not terminate). Unless ``load_config`` is False, it first applies
+        the config sources ``zmqapp run`` applies (``ZMQAPP_CONFIG``, ``ZMQAPP_*`` variables;
+        see the README's Config section), once per app.
         """
+        if load_config and not self.config.sources_loaded:
+            self.config.load_sources(self.name, channels=self.channels)
         coroutine = self.serve(context=context, install_signal_handlers=install_signal_handlers)
         asyncio.run(coroutine)
 

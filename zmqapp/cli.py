@@ -1,8 +1,9 @@
 """The ``zmqapp`` command line (also ``python -m zmqapp``).
 
 Click glue only: finding and configuring apps lives in :mod:`zmqapp._discovery`, the shell
-peer of ``send`` and ``listen`` in :mod:`zmqapp._peer`, the topology of ``graph`` in
-:mod:`zmqapp._graph`.
+peer of ``send``, ``listen`` and ``replay`` in :mod:`zmqapp._peer` (recordings in
+:mod:`zmqapp.recording`), the topology of ``graph`` in :mod:`zmqapp._graph`, certificate
+files in :mod:`zmqapp._keys`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,11 +20,11 @@ from typing import Any, TypeVar
 
 import click
 import zmq
-import zmq.auth
 
-from . import __version__
-from ._discovery import NoAppError, Setting, load_app, locate_app, parse_setting
+from . import __version__, logs
+from ._discovery import NoAppError, Setting, configure_app, load_app, locate_app, parse_setting
 from ._graph import build_topology, to_dot, to_mermaid
+from ._keys import CertificateError, write_certificates
 from ._peer import (
     CODEC_NAMES,
     LISTEN_TYPES,
@@ -30,14 +32,18 @@ from ._peer import (
     ListenOptions,
     SendOptions,
     argument_bytes,
+    curve_keys,
     encode_input,
     listen,
+    replay,
     send,
     stdin_lines,
 )
 from .app import App
 from .channel import Channel, Endpoint, parse_endpoints
+from .config import read_config_file
 from .errors import SetupError
+from .recording import RecordingError, load_recording
 from .signals import app_started, app_stopped
 from .workers import run_workers
 
@@ -94,8 +100,10 @@ def config_options(f: F) -> F:
     return click.option(
         "--config",
         "config_file",
+        envvar="ZMQAPP_CONFIG",
         type=click.Path(exists=True, dir_okay=False),
-        help="A .toml, .json or .py config file, applied before ZMQAPP_* env vars and --set.",
+        help="A .toml, .json or .py config file, applied before ZMQAPP_* env vars and --set; "
+        "its APPS.<app name> tables configure one app each. Env: ZMQAPP_CONFIG.",
     )(f)
 
 
@@ -126,6 +134,12 @@ def main() -> None:
     help="Log messages from this level up, to stderr.",
 )
 @click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS, case_sensitive=False),
+    help="text, or json: one JSON object per line (app, worker, channel, peer, ...). "
+    "Default: the LOG_FORMAT config key, else text.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=1,
@@ -133,37 +147,68 @@ def main() -> None:
     help="Run this many processes of the app. Endpoints it binds are bound once, here, by "
     "proxy devices, and the workers connect to them; a worker that dies is replaced.",
 )
+@click.option(
+    "--http",
+    metavar="ADDR",
+    help="Serve /livez, /readyz, /metrics, /status, /tap and the dashboard here "
+    "(127.0.0.1:9100, or :9100 for every interface); the HTTP config key.",
+)
 def run(
     app_spec: str | None,
     config_file: str | None,
     settings: list[Setting],
     log_level: str,
+    log_format: str | None,
     workers: int,
+    http: str | None,
 ) -> None:
     """Run an app until SIGINT or SIGTERM, then stop it gracefully.
 
     Config is applied on top of what the module sets: --config first, then ZMQAPP_* env
-    vars (ZMQAPP_CHANNELS__tasks__endpoint=...), then each --set.
+    vars (ZMQAPP_CHANNELS__tasks__endpoint=...), then each --set; then the app's own
+    APPS.<name> table wins over the top level. app.run() reads the same sources.
 
     \b
     Examples:
       zmqapp run --app myservice:app --config prod.toml --set SHUTDOWN_TIMEOUT=2
       zmqapp run --app myservice:app --workers 4
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    early = _record_early_signals()
+    logs.configure(log_level, log_format or "text")
+    if http is not None:
+        settings = [*settings, (["HTTP"], http)]
     with setup_errors():
         app = load_app(app_spec, config_file, settings)
+        try:
+            chosen = logs.check_format(log_format or app.config.get("LOG_FORMAT"))
+        except ValueError as exc:
+            raise SetupError(str(exc)) from None
+    logs.configure(log_level, chosen, app=app.name)
+    if early:  # stopped before it began: nothing to stop
+        log.info("received %s before the app started; exiting", signal.Signals(early[0]).name)
+        sys.exit(0)
     if workers > 1:
         assert app_spec is not None  # load_app found it
         with setup_errors():
-            code = run_workers(app, workers, app_spec, config_file, settings, log_level)
+            code = run_workers(app, workers, app_spec, config_file, settings, log_level, chosen)
         sys.exit(code)
-    run_app(app)
+    run_app(app, early)
 
 
-def run_app(app: App) -> None:
+def _record_early_signals() -> list[int]:
+    """Until the app's loop takes over SIGINT and SIGTERM, a signal is noted rather than
+    killing the process mid-start; the run then stops as soon as it has started."""
+    received: list[int] = []
+
+    def note(signum: int, frame: Any) -> None:
+        received.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, note)
+    return received
+
+
+def run_app(app: App, early: list[int] | None = None) -> None:
     """Run ``app`` in this process, logging where its channels are and when it stopped."""
 
     def started(sender: App) -> None:
@@ -171,6 +216,8 @@ def run_app(app: App) -> None:
             f"{c.name} {c.type_name} {_running_endpoints(c)}" for c in sender.channels.values()
         )
         log.info("app %r is running: %s", sender.name, where or "no channels")
+        if early:  # a signal came while it started
+            sender.stop()
 
     def stopped(sender: App) -> None:
         log.info("app %r stopped", sender.name)
@@ -228,7 +275,7 @@ def channels(app_spec: str | None, config_file: str | None, settings: list[Setti
         )
 
 
-# -- send and listen ---------------------------------------------------------------------------
+# -- send, listen and replay ------------------------------------------------------------------
 
 
 def _endpoints(endpoint: str, bind: bool | None) -> list[Endpoint]:
@@ -238,41 +285,80 @@ def _endpoints(endpoint: str, bind: bool | None) -> list[Endpoint]:
         raise click.BadParameter(str(exc), param_hint="'ENDPOINT'") from None
 
 
-def peer_options(types: Sequence[str]) -> Callable[[F], F]:
-    """ENDPOINT, --type (one of ``types``), --bind/--connect and --codec: what send and listen
-    share."""
+def peer_options(types: Sequence[str], *, codec: bool = True) -> Callable[[F], F]:
+    """ENDPOINT, --type (one of ``types``), --bind/--connect and --codec: what send, listen
+    and replay share."""
 
     def decorate(f: F) -> F:
-        for option in reversed(
-            [
-                click.argument("endpoint"),
-                click.option(
-                    "--type",
-                    "type_name",
-                    required=True,
-                    type=click.Choice(types, case_sensitive=False),
-                    help="The socket type.",
-                ),
-                click.option(
-                    "--bind/--connect",
-                    default=None,
-                    help="Bind or connect an ENDPOINT with no @ or > prefix. Default: bind a "
-                    "wildcard host (tcp://*:N), connect anything else.",
-                ),
+        options = [
+            click.argument("endpoint"),
+            click.option(
+                "--type",
+                "type_name",
+                required=True,
+                type=click.Choice(types, case_sensitive=False),
+                help="The socket type.",
+            ),
+            click.option(
+                "--bind/--connect",
+                default=None,
+                help="Bind or connect an ENDPOINT with no @ or > prefix. Default: bind a "
+                "wildcard host (tcp://*:N), connect anything else.",
+            ),
+        ]
+        if codec:
+            options.append(
                 click.option(
                     "--codec",
                     type=click.Choice(CODEC_NAMES, case_sensitive=False),
                     default="raw",
                     show_default=True,
-                    help="How bodies are encoded and shown. For json and msgpack, what you type "
-                    "is a JSON document.",
-                ),
-            ]
-        ):
+                    help="How bodies are encoded and shown. For json and msgpack, what you "
+                    "type is a JSON document.",
+                )
+            )
+        for option in reversed(options):
             f = option(f)
         return f
 
     return decorate
+
+
+def curve_options(f: F) -> F:
+    """--curve-server-key and --curve-secret-key, for the tools that talk to a peer."""
+    f = click.option(
+        "--curve-secret-key",
+        metavar="KEY|FILE",
+        help="This side's CURVE secret key (Z85) or secret certificate file. Alone, it makes "
+        "this side a CURVE server that admits any client.",
+    )(f)
+    return click.option(
+        "--curve-server-key",
+        metavar="KEY|FILE",
+        help="Talk CURVE to a server with this public key (Z85) or certificate file; with no "
+        "--curve-secret-key, a fresh client key pair is used.",
+    )(f)
+
+
+def sending_options(f: F) -> F:
+    """--wait and --timeout, which send and replay share."""
+    f = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=5.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Fail (exit code 1) if no peer takes a message, or no reply comes (REQ, "
+        "DEALER), this long.",
+    )(f)
+    return click.option(
+        "--wait",
+        type=click.FloatRange(min=0),
+        help="PUB: wait up to SECONDS for a first subscriber (default: --timeout), as PUB drops "
+        "messages nobody subscribes to. Other types: once a peer is there, pause SECONDS "
+        "before sending, so more peers can connect (default 0).",
+        metavar="SECONDS",
+    )(f)
 
 
 @main.command("send")
@@ -282,27 +368,13 @@ def peer_options(types: Sequence[str]) -> Callable[[F], F]:
 @click.option(
     "--count",
     type=click.IntRange(min=1),
-    help="Send the one MESSAGE this many times, with a progress bar and the rate achieved.",
+    help="Send the one MESSAGE this many times, with a progress bar.",
 )
 @click.option(
     "--rate", type=click.FloatRange(min=0, min_open=True), help="At most this many msg/s."
 )
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=0),
-    help="PUB: wait up to SECONDS for a first subscriber before sending, as PUB drops "
-    "messages sent before subscribers join (default 0.2). Other types: pause SECONDS first "
-    "(default 0).",
-    metavar="SECONDS",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Fail if no peer takes a message, or no reply comes (REQ, DEALER), this long.",
-)
+@sending_options
+@curve_options
 def send_command(
     endpoint: str,
     type_name: str,
@@ -314,25 +386,32 @@ def send_command(
     rate: float | None,
     wait: float | None,
     timeout: float,
+    curve_server_key: str | None,
+    curve_secret_key: str | None,
 ) -> None:
     """Send messages to an endpoint; REQ and DEALER print the replies.
 
     Each MESSAGE argument is one message; with none, each line of stdin is one. ENDPOINT is
     @address to bind, >address to connect, or an address and --bind/--connect. DEALER sends
-    an empty delimiter frame first, as REQ does, so REP and ROUTER servers answer it. A
-    zmqapp error reply is shown as an error (exit code 1). Sent messages get up to 2 s to be
-    delivered before the command exits.
+    an empty delimiter frame first, as REQ does, so REP and ROUTER servers answer it.
+
+    A message is sent only to a peer that has completed the ZeroMQ handshake (on PUB, to a
+    subscriber whose subscription matches). If none takes one within --timeout, the command
+    says why (nothing listening, a host that does not resolve, a refused CURVE handshake)
+    and exits 1; so does a zmqapp error reply. A summary goes to stderr.
 
     \b
     Examples:
       zmqapp send tcp://localhost:5555 Hello --type REQ
       zmqapp send tcp://localhost:5556 '{"temp": 21}' --type PUB --topic weather --codec json
-      seq 100 | zmqapp send tcp://localhost:5557 --type PUSH
+      seq 100 | zmqapp send tcp://localhost:5557 --type PUSH --rate 10
       zmqapp send tcp://localhost:5557 job --type PUSH --count 10000 --rate 500
+      zmqapp send tcp://server:5557 job --type PUSH --curve-server-key certs/server.key
     """
     type_name = type_name.upper()
     if topic is not None and type_name != "PUB":
         raise click.UsageError("--topic is for --type PUB; other types have no topics.")
+    curve = curve_keys(curve_server_key, curve_secret_key)
     encoded: Iterable[bytes]
     if messages or count is not None:
         data = [argument_bytes(m) for m in messages] or list(_stdin_messages())
@@ -351,14 +430,21 @@ def send_command(
         rate=rate,
         wait=wait,
         timeout=timeout,
+        curve=curve,
     )
     send(_endpoints(endpoint, bind), encoded, options)
 
 
 def _stdin_messages() -> Iterator[bytes]:
-    if sys.stdin.isatty():
+    stdin = sys.stdin
+    if stdin is None or getattr(stdin, "buffer", None) is None:
+        raise click.UsageError(
+            "No MESSAGE was given and stdin is closed, so there is nothing to send; give "
+            "messages as arguments, or pipe them in (seq 3 | zmqapp send ...)."
+        )
+    if stdin.isatty():
         click.echo("reading messages from stdin, one per line (Ctrl-D to end)", err=True)
-    return stdin_lines(sys.stdin.buffer)
+    return stdin_lines(stdin.buffer)
 
 
 @main.command("listen")
@@ -377,6 +463,14 @@ def _stdin_messages() -> Iterator[bytes]:
     help="REP and ROUTER: answer every request with TEXT (encoded with --codec). "
     "Default: echo the request back.",
 )
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Also write every message, with its time, to FILE (JSON lines; see the README), "
+    "for zmqapp replay.",
+)
+@curve_options
 def listen_command(
     endpoint: str,
     type_name: str,
@@ -386,6 +480,9 @@ def listen_command(
     as_json: bool,
     count: int | None,
     reply: str | None,
+    record: str | None,
+    curve_server_key: str | None,
+    curve_secret_key: str | None,
 ) -> None:
     """Print the messages that arrive at an endpoint; REP and ROUTER answer them.
 
@@ -395,12 +492,18 @@ def listen_command(
 
     With --json, each line is {"frames": [...], "topic": ..., "identity": ...}, topic and
     identity null when absent. Bytes that are UTF-8 are JSON strings; others are
-    {"encoding": "base64", "data": "..."}. Ctrl-C or SIGTERM stops (exit code 0).
+    {"encoding": "base64", "data": "..."}. A number JSON cannot hold (1e999999, NaN) is a
+    string: its text as sent. Ctrl-C or SIGTERM stops (exit code 0).
+
+    A PULL, REP, ROUTER or DEALER that connects to someone else's bound socket takes a
+    share of that socket's traffic away from its real consumers; listen warns, and
+    `zmqapp tap` watches a zmqapp app's channel without taking anything.
 
     \b
     Examples:
       zmqapp listen 'tcp://*:5557' --type PULL
       zmqapp listen tcp://localhost:5556 --type SUB --topic weather --json
+      zmqapp listen tcp://localhost:5556 --type SUB --record weather.jsonl
       zmqapp listen 'tcp://*:5555' --type REP --reply World
     """
     type_name = type_name.upper()
@@ -415,8 +518,66 @@ def listen_command(
         as_json=as_json,
         count=count,
         reply=None if reply is None else encode_input(codec, argument_bytes(reply)),
+        curve=curve_keys(curve_server_key, curve_secret_key),
+        record=record,
     )
     listen(_endpoints(endpoint, bind), options)
+
+
+@main.command("replay")
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False))
+@peer_options(SEND_TYPES, codec=False)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Replay this many times faster than recorded (0.5: half speed); 0 sends as fast "
+    "as possible.",
+)
+@click.option("--loop", is_flag=True, help="Start again at the end, until Ctrl-C or SIGTERM.")
+@sending_options
+@curve_options
+def replay_command(
+    recording: str,
+    endpoint: str,
+    type_name: str,
+    bind: bool | None,
+    speed: float,
+    loop: bool,
+    wait: float | None,
+    timeout: float,
+    curve_server_key: str | None,
+    curve_secret_key: str | None,
+) -> None:
+    """Send the messages of a recording again, at the pace they were recorded.
+
+    RECORDING is a file zmqapp listen --record wrote. Each message goes out with its frames
+    as recorded (on PUB, frame 0 is the topic), to ENDPOINT by the same rules as zmqapp send,
+    and with the same honesty: if no peer takes them within --timeout, it exits 1.
+
+    \b
+    Examples:
+      zmqapp replay weather.jsonl 'tcp://*:5556' --type PUB
+      zmqapp replay jobs.jsonl tcp://localhost:5557 --type PUSH --speed 10
+    """
+    type_name = type_name.upper()
+    try:
+        _, messages = load_recording(recording)
+    except RecordingError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"Could not read {recording}: {exc}.") from None
+    if not messages:
+        raise click.ClickException(f"{recording} holds no messages, so there is nothing to replay.")
+    options = SendOptions(
+        type_name=type_name,
+        wait=wait,
+        timeout=timeout,
+        curve=curve_keys(curve_server_key, curve_secret_key),
+        verb="replayed",
+    )
+    replay(_endpoints(endpoint, bind), messages, options, speed=speed, loop=loop)
 
 
 # -- graph -------------------------------------------------------------------------------------
@@ -431,6 +592,7 @@ def listen_command(
     metavar="MODULE[:NAME]",
     help="An app to include, as for `zmqapp run`; repeat for each app.",
 )
+@config_options
 @click.option(
     "--format",
     "output_format",
@@ -443,17 +605,31 @@ def listen_command(
     type=click.Path(dir_okay=False, writable=True),
     help="Write to this file instead of stdout; .svg, .png or .pdf renders DOT with Graphviz.",
 )
-def graph(app_specs: tuple[str, ...], output_format: str | None, output: str | None) -> None:
-    """Draw which channels bind where and who connects to them, across apps.
+def graph(
+    app_specs: tuple[str, ...],
+    config_file: str | None,
+    settings: list[Setting],
+    output_format: str | None,
+    output: str | None,
+) -> None:
+    """Draw how messages flow between channels, across apps.
 
-    Each channel is a node; an edge goes from a channel that connects to the channel that
-    binds the address, labelled with the address and both socket types. Warnings (also
-    written as comments) name connects nobody binds, addresses bound twice and socket
-    types that cannot talk to each other. Config comes from each module, as declared.
+    Each channel is a node (SUB nodes list their subscriptions). An edge joins a channel that
+    connects to the channel that binds the address, in the direction messages flow: PUSH to
+    PULL, PUB to SUB, and from the side that asks to the side that answers (arrowheads at
+    both ends: replies come back). Dotted edges inside an app are send_to. Each app is
+    configured as `zmqapp run` would configure it (--config, ZMQAPP_* variables, --set;
+    its own APPS.<name> table), so the picture is the system as it will run.
+
+    Warnings (also written as comments) name connects nobody binds, addresses bound twice,
+    socket types that cannot talk to each other, SUB channels no PUB here is wired to, and
+    APPS tables for apps not in the picture. Which topics a PUB sends is decided at run
+    time, so a SUB whose subscription never matches cannot be caught.
 
     \b
     Examples:
       zmqapp graph --app worker.py --app driver.py
+      zmqapp graph --app ingest.py --app analyzer.py --app alerter.py --config system.toml
       zmqapp graph --app worker.py --format dot --output topology.svg
     """
     if not app_specs:
@@ -466,7 +642,17 @@ def graph(app_specs: tuple[str, ...], output_format: str | None, output: str | N
         )
     with setup_errors():
         apps = [(spec, locate_app(spec)) for spec in app_specs]
+        for _, app in apps:
+            configure_app(app, config_file, settings)
         topology = build_topology(apps)
+        if config_file is not None:
+            named = read_config_file(config_file).get("APPS") or {}
+            drawn = {app.name for _, app in apps}
+            for name in sorted(set(named) - drawn):
+                topology.warnings.append(
+                    f"{config_file} has a table APPS.{name}, but no app here is named {name!r} "
+                    f"(apps: {', '.join(sorted(drawn))}); a typo, or an app left out?"
+                )
     for warning in topology.warnings:
         click.echo(f"warning: {warning}", err=True)
     text = to_dot(topology) if image or output_format == "dot" else to_mermaid(topology)
@@ -507,48 +693,28 @@ def _render_dot(text: str, image: str, output: str) -> None:
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--name", default="server", show_default=True, help="The certificates' base name.")
-@click.option("--force", is_flag=True, help="Overwrite certificates that already exist.")
+@click.option("--force", is_flag=True, help="Replace certificates that already exist.")
 def keygen(directory: str, name: str, force: bool) -> None:
     """Create a CURVE certificate pair: NAME.key (public) and NAME.key_secret.
 
     Give the secret file to the channel that owns it (curve_secret_key) and the public one to
-    its peers (curve_server_key, or a client's authorized_keys directory). The secret file is
-    readable by its owner only.
+    its peers (curve_server_key, or a client's authorized_keys directory). The public file is
+    mode 0644 and the secret one 0600, whatever the umask; a file is never written through a
+    symbolic link (with --force, a link in the way is replaced, not its target).
 
     \b
     Example:
       zmqapp keygen certs --name server
     """
-    public_file, secret_file = write_certificates(directory, name, force=force)
-    public_key, _ = zmq.auth.load_certificate(public_file)
-    click.echo(f"public certificate: {public_file}")
-    click.echo(f"secret certificate: {secret_file} (keep it private)")
-    click.echo(f"public key: {public_key.decode('ascii')}")
-
-
-def write_certificates(directory: str, name: str, *, force: bool = False) -> tuple[str, str]:
-    """Write ``name.key`` and ``name.key_secret`` into ``directory``, the secret one mode 0600."""
     if not zmq.has("curve"):
         raise click.ClickException(
             "This libzmq was built without CURVE support, so it cannot make keys; install a "
             "pyzmq wheel, which bundles a libzmq that has it."
         )
-    if os.path.sep in name or (os.path.altsep and os.path.altsep in name) or not name:
-        raise click.BadParameter("must be a file name, not a path.", param_hint="'--name'")
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.join(directory, name)
-    public_file, secret_file = f"{base}.key", f"{base}.key_secret"
-    existing = [path for path in (public_file, secret_file) if os.path.exists(path)]
-    if existing and not force:
-        raise click.ClickException(
-            f"{existing[0]} already exists; pass --force to replace it (peers holding the old "
-            "public key will then be refused), or choose another --name."
-        )
-    # Create the secret file owner-only before any key is written to it.
-    if os.path.exists(secret_file):
-        os.chmod(secret_file, 0o600)
-    else:
-        os.close(os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    written = zmq.auth.create_certificates(directory, name)
-    os.chmod(secret_file, 0o600)
-    return str(written[0]), str(written[1])
+    try:
+        public_file, secret_file, public_key = write_certificates(directory, name, force=force)
+    except CertificateError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"public certificate: {public_file}")
+    click.echo(f"secret certificate: {secret_file} (keep it private)")
+    click.echo(f"public key: {public_key.decode('ascii')}")

@@ -112,7 +112,8 @@ class MsgpackCodec:
         return self._packb(obj, use_bin_type=True, default=_to_builtin)
 
     def decode(self, data: bytes) -> Any:
-        return self._unpackb(data, raw=False)
+        # Maps may have keys of any hashable type, as MessagePack allows (integers, say).
+        return self._unpackb(data, raw=False, strict_map_key=False)
 
 
 class PickleCodec:

@@ -10,17 +10,28 @@ Fixtures:
     any app; every one is stopped when the test ends.
 ``zmqapp_run``
     A function: ``zmqapp_run(app)`` runs an app for real, in a background thread, with real
-    sockets, and returns the running :class:`~zmqapp.testing.AppThread`; stopped when the test
-    ends. With ``free_ports=True`` (the default) every TCP endpoint the app binds is moved to
-    ``tcp://127.0.0.1:*`` and every ipc endpoint into a temporary directory, so tests never
-    collide on a port; ``app.channels[name].bound`` then holds the real addresses.
+    sockets, and returns the running :class:`RunningApp`; stopped when the test ends.
+
+    So that a test never reaches a live system by accident, every TCP endpoint is moved to
+    127.0.0.1, **bound and connected alike**: a bind to ``tcp://127.0.0.1:*`` (the OS picks
+    the port; ``app.channels[name].bound`` holds it), a connect to a free port where nothing
+    listens (``running.connected[name]`` lists them: bind your test's peer there; the port is
+    outside the OS's ephemeral range, so no outgoing connection takes it first). Every ipc
+    endpoint moves into a temporary directory. ``endpoints={"tasks": "@tcp://..."}`` sets a
+    channel's endpoints yourself, and those win; ``free_ports=False`` moves nothing. The app
+    runs with the config it has: the file ``ZMQAPP_CONFIG`` names and ``ZMQAPP_*`` variables
+    are not read (as :meth:`~zmqapp.App.run` would), so the runner's environment cannot aim
+    a test at production either. inproc endpoints stay as they are.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import random
+import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +72,35 @@ def zmqapp_client(
     return zmqapp_client_for(app)
 
 
+class RunningApp(AppThread):
+    """An app ``zmqapp_run`` started, and where its endpoints were moved to."""
+
+    def __init__(self, app: App, redirect: Redirect) -> None:
+        super().__init__(app)
+        #: Channel name -> its endpoints as it runs (``@`` binds, ``>`` connects).
+        self.endpoints: dict[str, list[str]] = redirect.endpoints
+        #: Channel name -> the addresses it connects to, on 127.0.0.1 where nothing listens
+        #: until the test binds a peer there. Channels that only bind are not in it.
+        self.connected: dict[str, list[str]] = redirect.connected
+
+
 @pytest.fixture
-def zmqapp_run() -> Iterator[Callable[..., AppThread]]:
-    running: list[tuple[AppThread, App, Any]] = []
+def zmqapp_run() -> Iterator[Callable[..., RunningApp]]:
+    running: list[tuple[RunningApp, App, Any]] = []
     tmp = tempfile.TemporaryDirectory(prefix="zmqapp-")
 
-    def run(app: App, *, free_ports: bool = True) -> AppThread:
+    def run(
+        app: App,
+        *,
+        free_ports: bool = True,
+        endpoints: Mapping[str, str | Iterable[str]] | None = None,
+    ) -> RunningApp:
         saved = copy.deepcopy(app.config.get("CHANNELS"))
-        if free_ports:
-            app.config["CHANNELS"] = free_port_overrides(app, Path(tmp.name))
+        redirect = Redirect(app, Path(tmp.name), endpoints or {}, free_ports)
+        app.config["CHANNELS"] = redirect.overrides
         try:
-            thread = AppThread(app).start()
+            thread = RunningApp(app, redirect)
+            thread.start()
         except BaseException:
             app.config["CHANNELS"] = saved if saved is not None else {}
             raise
@@ -87,19 +116,98 @@ def zmqapp_run() -> Iterator[Callable[..., AppThread]]:
         tmp.cleanup()
 
 
+class Redirect:
+    """The ``CHANNELS`` config that keeps an app under test on this machine.
+
+    Every TCP endpoint moves to 127.0.0.1: binds to a port the OS picks, connects to a port
+    that was free a moment ago (found by binding a throwaway socket). Every ipc endpoint moves
+    into ``ipc_dir``, one path for each original path, so a channel that connects where
+    another binds still meets it. ``explicit`` endpoints win, channel by channel.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        ipc_dir: Path,
+        explicit: Mapping[str, str | Iterable[str]],
+        free_ports: bool = True,
+    ) -> None:
+        app.apply_config()
+        self.overrides: dict[str, Any] = copy.deepcopy(app.config.get("CHANNELS") or {})
+        self.endpoints: dict[str, list[str]] = {}
+        self.connected: dict[str, list[str]] = {}
+        self._ipc: dict[str, str] = {}
+        self._ipc_dir = ipc_dir
+        for name, channel in app.channels.items():
+            if name in explicit:
+                given = explicit[name]
+                addresses = [given] if isinstance(given, str) else list(given)
+                self.overrides.setdefault(name, {})["endpoint"] = addresses
+                self.endpoints[name] = addresses
+                continue
+            moved = []
+            for endpoint in channel.endpoints:
+                address = self._move(endpoint.address, endpoint.bind) if free_ports else None
+                if address is None:
+                    address = endpoint.address
+                elif not endpoint.bind:
+                    self.connected.setdefault(name, []).append(address)
+                moved.append(("@" if endpoint.bind else ">") + address)
+            self.overrides.setdefault(name, {})["endpoint"] = moved
+            self.endpoints[name] = moved
+        unknown = sorted(set(explicit) - set(app.channels))
+        if unknown:
+            raise ValueError(
+                f"zmqapp_run(endpoints=...) names channel {unknown[0]!r}, which app "
+                f"{app.name!r} does not declare"
+            )
+
+    def _move(self, address: str, bind: bool) -> str | None:
+        transport = address.partition("://")[0].lower()
+        if transport.startswith("tcp"):  # tcp, and name-resolving variants of it
+            return "tcp://127.0.0.1:*" if bind else f"tcp://127.0.0.1:{free_tcp_port()}"
+        if transport == "ipc":
+            if address not in self._ipc:
+                name = os.path.basename(address[len("ipc://") :]) or "socket"
+                self._ipc[address] = f"ipc://{self._ipc_dir / f'{len(self._ipc)}-{name}'}"
+            return self._ipc[address]
+        return None  # inproc stays in the process; other transports are left as they are
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing uses now, for an address one side connects to
+    before the other binds it.
+
+    The port is picked below the OS's range of ephemeral ports (those it hands to outgoing
+    connections): a port from that range can be taken, before the test binds it, by an
+    outgoing connection, even by the connecting socket itself, since a TCP connect to
+    127.0.0.1:P from local port P connects the socket to itself.
+    """
+    low = _ephemeral_ports()[0]
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # pragma: no cover
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The OS's range of ports for outgoing connections (Linux's, else the IANA range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low, high = (int(part) for part in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
 def free_port_overrides(app: App, ipc_dir: Path) -> dict[str, Any]:
-    """CHANNELS config that moves every bound TCP endpoint to a port the OS picks on
-    127.0.0.1, and every bound ipc endpoint into ``ipc_dir``; connects are left alone."""
-    app.apply_config()
-    overrides = copy.deepcopy(app.config.get("CHANNELS") or {})
-    for name, channel in app.channels.items():
-        endpoints = []
-        for endpoint in channel.endpoints:
-            address = endpoint.address
-            if endpoint.bind and address.startswith("tcp://"):
-                address = "tcp://127.0.0.1:*"
-            elif endpoint.bind and address.startswith("ipc://"):
-                address = f"ipc://{ipc_dir / Path(address[len('ipc://') :]).name}"
-            endpoints.append(("@" if endpoint.bind else ">") + address)
-        overrides.setdefault(name, {})["endpoint"] = endpoints
-    return overrides
+    """The ``CHANNELS`` config :class:`Redirect` makes for ``app`` (kept for callers of the
+    first version of this plugin)."""
+    return Redirect(app, ipc_dir, {}).overrides

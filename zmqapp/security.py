@@ -144,7 +144,7 @@ def _matches(address: str, networks: Iterable[Network]) -> bool:
     return any(ip in network for network in networks)
 
 
-def _z85_key(owner: str, option: str, spec: Any) -> bytes | None:
+def _z85_key(where: str, option: str, spec: Any) -> bytes | None:
     """``spec`` as a Z85 key if it is one (40 characters, not a file), else None."""
     if isinstance(spec, bytes):
         spec = spec.decode("ascii", "replace")
@@ -158,50 +158,64 @@ def _z85_key(owner: str, option: str, spec: Any) -> bytes | None:
             raise ValueError("not a 32-byte key")
     except (ValueError, KeyError, TypeError):
         raise SetupError(
-            f"{owner}: {option} {spec!r} is neither a file nor a Z85 key "
-            "(40 characters); check the path, or give the key zmqapp keygen printed"
+            f"{where}{option} {spec!r} is neither a file nor a Z85 key (40 characters); check "
+            "the path, or give the key zmqapp keygen printed"
         ) from None
     return spec.encode("ascii")
 
 
-def load_secret(owner: str, spec: Any) -> tuple[bytes, bytes]:
-    """(public, secret) from a secret certificate file or a Z85 secret key; ``owner`` says
-    whose, in errors (``"channel 'tasks'"``)."""
-    if _z85_key(owner, "curve_secret_key", spec) is not None:
+def load_secret(channel: Channel, spec: Any) -> tuple[bytes, bytes]:
+    """(public, secret) from a secret certificate file or a Z85 secret key."""
+    return read_secret_key(spec, "curve_secret_key", where=f"channel {channel.name!r}: ")
+
+
+def load_public(channel: Channel, spec: Any) -> bytes:
+    """A public key from a Z85 key or a certificate file (public or secret)."""
+    return read_public_key(spec, "curve_server_key", where=f"channel {channel.name!r}: ")
+
+
+def read_secret_key(spec: Any, option: str, *, where: str = "") -> tuple[bytes, bytes]:
+    """(public, secret) from a secret certificate file or a Z85 secret key.
+
+    ``option`` (``"--curve-secret-key"``), after ``where``, names what was given in error
+    messages; a problem is a :class:`SetupError` that says what to give instead.
+    """
+    if _z85_key(where, option, spec) is not None:
         secret = spec.encode("ascii") if isinstance(spec, str) else bytes(spec)
         try:
             return zmq.curve_public(secret), secret
         except (zmq.ZMQError, ValueError) as exc:
-            raise SetupError(f"{owner}: curve_secret_key is not a valid Z85 key: {exc}") from None
-    public, maybe_secret = _load_certificate(owner, "curve_secret_key", spec)
+            raise SetupError(f"{where}{option} is not a valid Z85 key: {exc}") from None
+    public, maybe_secret = _load_certificate(where, option, spec)
     if maybe_secret is None:
         raise SetupError(
-            f"{owner}: curve_secret_key {os.fspath(spec)!r} is a public "
-            "certificate; give the secret one (the .key_secret file zmqapp keygen writes)"
+            f"{where}{option} {os.fspath(spec)!r} is a public certificate; give the secret one "
+            "(the .key_secret file zmqapp keygen writes)"
         )
     return public, maybe_secret
 
 
-def load_public(owner: str, spec: Any) -> bytes:
-    """A public key from a Z85 key or a certificate file (public or secret)."""
-    key = _z85_key(owner, "curve_server_key", spec)
+def read_public_key(spec: Any, option: str, *, where: str = "") -> bytes:
+    """A public key from a Z85 key or a certificate file (public or secret); see
+    :func:`read_secret_key`."""
+    key = _z85_key(where, option, spec)
     if key is not None:
         return key
-    return _load_certificate(owner, "curve_server_key", spec)[0]
+    return _load_certificate(where, option, spec)[0]
 
 
-def _load_certificate(owner: str, option: str, spec: Any) -> tuple[bytes, bytes | None]:
+def _load_certificate(where: str, option: str, spec: Any) -> tuple[bytes, bytes | None]:
     path = os.fspath(spec)
     try:
         return zmq.auth.load_certificate(path)
     except OSError as exc:
         raise SetupError(
-            f"{owner}: cannot read the {option} certificate {path!r} "
-            f"({exc.strerror or exc}); make one with zmqapp keygen"
+            f"{where}cannot read the {option} certificate {path!r} ({exc.strerror or exc}); "
+            "make one with zmqapp keygen"
         ) from None
     except ValueError as exc:
         raise SetupError(
-            f"{owner}: {option} {path!r} is neither a Z85 key nor a certificate file: {exc}"
+            f"{where}{option} {path!r} is neither a Z85 key nor a certificate file: {exc}"
         ) from None
 
 
@@ -209,15 +223,13 @@ def apply(sock: zmq.Socket[Any], channel: Channel) -> None:
     """Set a channel's security options on its socket (before any bind or connect)."""
     security = channel.security
     if "curve_secret_key" in security:
-        public, secret = load_secret(f"channel {channel.name!r}", security["curve_secret_key"])
+        public, secret = load_secret(channel, security["curve_secret_key"])
     elif is_client(channel):
         public, secret = zmq.curve_keypair()  # an anonymous client: fresh keys each run
     else:
         public = secret = b""
     if is_client(channel):
-        sock.curve_serverkey = load_public(
-            f"channel {channel.name!r}", security["curve_server_key"]
-        )
+        sock.curve_serverkey = load_public(channel, security["curve_server_key"])
         sock.curve_publickey = public
         sock.curve_secretkey = secret
     elif is_server(channel):
@@ -374,10 +386,10 @@ def curve_client(sock: zmq.Socket[Any], owner: str, server_key: Any, secret_key:
     """Make ``sock`` a CURVE client of the server whose public key is ``server_key``, with
     the secret certificate ``secret_key`` (None: a fresh anonymous key pair)."""
     if secret_key:
-        public, secret = load_secret(owner, secret_key)
+        public, secret = read_secret_key(secret_key, "curve_secret_key", where=f"{owner}: ")
     else:
         public, secret = zmq.curve_keypair()
-    sock.curve_serverkey = load_public(owner, server_key)
+    sock.curve_serverkey = read_public_key(server_key, "curve_server_key", where=f"{owner}: ")
     sock.curve_publickey = public
     sock.curve_secretkey = secret
 

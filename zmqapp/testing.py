@@ -68,7 +68,7 @@ class AppThread:
 
     def _run(self) -> None:
         try:
-            self.app.run(install_signal_handlers=False, context=self.context)
+            self.app.run(install_signal_handlers=False, context=self.context, load_config=False)
         except BaseException as exc:
             self.error = exc
         finally:

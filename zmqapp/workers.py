@@ -272,9 +272,10 @@ def run_workers(
     config_file: str | None,
     settings: Sequence[tuple[list[str], Any]],
     log_level: str,
+    log_format: str = "text",
 ) -> int:
     """Run ``count`` worker processes of ``app`` under supervision; return the exit code."""
-    supervisor = Supervisor(app, count, app_spec, config_file, settings, log_level)
+    supervisor = Supervisor(app, count, app_spec, config_file, settings, log_level, log_format)
     return asyncio.run(supervisor.run())
 
 
@@ -305,9 +306,11 @@ class Supervisor:
         config_file: str | None,
         settings: Sequence[tuple[list[str], Any]],
         log_level: str,
+        log_format: str = "text",
     ) -> None:
         self.app = app
         self.count = count
+        self.log_format = log_format
         self.app_spec = app_spec
         self.config_file = config_file
         self.settings = list(settings)
@@ -415,6 +418,7 @@ class Supervisor:
             "settings": self.settings,
             "endpoints": self.endpoints,
             "log_level": self.log_level,
+            "log_format": self.log_format,
             "link": child_end.fileno(),
             "ipc_dir": self.ipc_dir,
             "parent": os.getpid(),
@@ -825,7 +829,7 @@ def worker_main(spec: dict[str, Any]) -> int:
     link = socket.socket(fileno=int(spec["link"]))
     try:
         app = load_app(spec["app"], spec["config"], [tuple(s) for s in spec["settings"]])
-        log_format = logs.check_format(app.config.get("LOG_FORMAT"))
+        log_format = logs.check_format(spec.get("log_format") or app.config.get("LOG_FORMAT"))
     except Exception:
         log.exception("worker %d cannot start", slot)
         return 1
