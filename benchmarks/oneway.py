@@ -4,10 +4,10 @@ Producers. A PULL consumer's producer is *preloaded*: it connects before its con
 bound, with no send high-water mark, and queues every message in its own process; only then
 does the consumer bind. From the first message on, the producer side is libzmq's I/O thread
 alone, which delivers several million small messages a second (see :func:`ceiling`), so the
-table measures the consumer, not the producer. A SUB consumer cannot be fed that way (a
-publisher drops what no subscription has asked for yet), so its producer is an XPUB that
-waits for the subscription and then sends in a tight loop, again with no high-water mark so
-nothing is dropped; it reports its own send rate.
+table measures the consumer, not the producer. A publisher cannot be preloaded (it drops
+what no subscription has asked for yet), so a SUB consumer is fed by a :func:`relay`: an
+XPUB that waits for the subscription, then moves a preloaded producer's messages across in
+libzmq's proxy, again without Python per message.
 
 Consumers count messages and time them from the first to the last; each also reports how far
 its peak RSS rose over that time (:class:`procs.PeakGrowth`). The zmqapp consumers use the
@@ -29,6 +29,7 @@ import zmq
 from procs import PeakGrowth, report, wait_released
 
 clock = time.perf_counter
+cpu_clock = time.thread_time  # this thread's CPU time: what the consumer itself spent
 
 PAYLOAD = b"x" * 64
 FRAMES_4 = [b"x" * 16] * 4
@@ -113,30 +114,60 @@ def preload_numbered(endpoint: str, count: int) -> None:
     ctx.term()
 
 
-def publish(endpoint: str, count: int, frames: list[bytes]) -> float:
-    """Bind an XPUB, report, wait for a subscription, send ``count`` messages; returns the
-    send loop's rate (the producer alone: it never waits, having no high-water mark)."""
+def relay(front: str, back: str) -> None:
+    """The publisher of the SUB case: an XPUB bound at ``back`` that, once a subscription has
+    arrived, binds ``front``, where a preloaded producer waits, and moves its messages across
+    in libzmq's proxy (C, no Python per message) until released.
+
+    A publisher cannot be preloaded itself: it drops whatever no subscription has asked for
+    yet. With no high-water mark it drops nothing after that either."""
     ctx: zmq.Context[Any] = zmq.Context()
-    sock = ctx.socket(zmq.XPUB)
-    sock.setsockopt(zmq.SNDHWM, 0)  # a publisher drops at its high-water mark: have none
-    sock.bind(endpoint)
+    pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.SNDHWM, 0)
+    pub.bind(back)
     report("bound")
-    sock.recv()  # the subscriber's subscription: from here on nothing is dropped
-    rate = _send_all(sock, count, frames)
+    pub.recv()  # the subscriber's subscription: from here on nothing is dropped
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(front)
+    stop = start_proxy(ctx, pull, pub)
     wait_released()
-    sock.close(linger=0)
-    ctx.term()
-    return rate
+    stop()
+    ctx.destroy(linger=0)
 
 
-def ceiling(endpoint: str, count: int) -> float:
-    """The producer alone: how fast a preloaded producer delivers into a consumer process
-    that does no Python work per message.
+def start_proxy(
+    ctx: zmq.Context[Any], front: zmq.Socket[Any], back: zmq.Socket[Any]
+) -> Callable[[], None]:
+    """Run libzmq's proxy from ``front`` to ``back`` in a thread; returns what stops it."""
+    control_in, control_out = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    address = f"inproc://proxy-control-{id(front)}"
+    control_in.bind(address)
+    control_out.connect(address)
 
-    libzmq's proxy (C, without the GIL) moves every message from a PULL socket to a PUB
-    socket that drops them, except the START and END markers, which a SUB socket here waits
-    for. Messages per second between the two markers is the rate the producer side can
-    sustain; every consumer in the tables should be well below it."""
+    def run() -> None:
+        try:
+            zmq.proxy_steerable(front, back, None, control_in)
+        except zmq.ZMQError:
+            pass  # a subscriber left: its unsubscription cannot go back to a PULL socket
+
+    thread = threading.Thread(target=run)
+    thread.start()
+
+    def stop() -> None:
+        control_out.send(b"TERMINATE")
+        thread.join(5)
+
+    return stop
+
+
+def ceiling(endpoint: str, count: int, sub: bool = False) -> float:
+    """The producer alone: how fast a preloaded producer (through the relay, with ``sub``)
+    delivers into a consumer process that does no Python work per message.
+
+    libzmq's proxy (C, without the GIL) moves every message from a PULL socket (or a SUB
+    socket connected to the relay) to a PUB socket that drops them, except the START and END
+    markers, which a SUB socket here waits for. Messages per second between the two markers
+    is the rate the producer side can sustain; every consumer should be well below it."""
     ctx: zmq.Context[Any] = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 0)
@@ -146,20 +177,20 @@ def ceiling(endpoint: str, count: int) -> float:
     markers.subscribe(START)
     markers.subscribe(END)
     markers.connect("inproc://sink")
-    control_in, control_out = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-    control_in.bind("inproc://control")
-    control_out.connect("inproc://control")
     time.sleep(0.05)  # let the subscriptions reach the PUB socket before anything is sent
-    pull = ctx.socket(zmq.PULL)
-    pull.bind(endpoint)
-    proxy = threading.Thread(target=zmq.proxy_steerable, args=(pull, pub, None, control_in))
-    proxy.start()
+    if sub:
+        front = ctx.socket(zmq.SUB)
+        front.subscribe(b"")
+        front.connect(endpoint)
+    else:
+        front = ctx.socket(zmq.PULL)
+        front.bind(endpoint)
+    stop = start_proxy(ctx, front, pub)
     markers.recv()
     start = clock()
     markers.recv()
     elapsed = clock() - start
-    control_out.send(b"TERMINATE")
-    proxy.join()
+    stop()
     ctx.destroy(linger=0)
     return count / elapsed
 
@@ -174,20 +205,28 @@ class Tally:
         self.count = count
         self.on_last = on_last
         self.memory = PeakGrowth()
-        self.start = self.elapsed = 0.0
+        self.start = self.elapsed = self.cpu_start = self.cpu = 0.0
         self.rss_mb = 0.0
 
     def first(self) -> None:
         self.memory.start()
+        self.cpu_start = cpu_clock()
         self.start = clock()
 
     def last(self) -> None:
         self.elapsed = clock() - self.start
+        self.cpu = cpu_clock() - self.cpu_start
         self.rss_mb = self.memory.growth_mb()
         self.on_last()
 
     def result(self) -> dict[str, Any]:
-        return {"rate": (self.count - 1) / self.elapsed, "rss_mb": self.rss_mb}
+        return _result(self.count, self.elapsed, self.cpu, self.rss_mb)
+
+
+def _result(count: int, elapsed: float, cpu: float, rss_mb: float) -> dict[str, Any]:
+    """Messages per second (first to last), the consuming thread's CPU µs per message, and
+    the peak RSS growth in MB."""
+    return {"rate": (count - 1) / elapsed, "cpu_us": cpu / (count - 1) * 1e6, "rss_mb": rss_mb}
 
 
 def counter(tally: Tally) -> Callable[[Any], None]:
@@ -236,30 +275,26 @@ def raw_loop(endpoint: str, count: int, decode: str = "none", sub: bool = False)
     else:
         sock = ctx.socket(zmq.PULL)
         sock.bind(endpoint)
-    recv, loads, memory = sock.recv_multipart, json.loads, PeakGrowth()
+    recv, loads, tally = sock.recv_multipart, json.loads, Tally(count)
     if decode == "json":
         loads(recv()[0])
-        memory.start()
-        start = clock()
+        tally.first()
         for _ in range(count - 1):
             loads(recv()[0])
     elif decode == "dataclass":
         Reading(**loads(recv()[0]))
-        memory.start()
-        start = clock()
+        tally.first()
         for _ in range(count - 1):
             Reading(**loads(recv()[0]))
     else:
         recv()
-        memory.start()
-        start = clock()
+        tally.first()
         for _ in range(count - 1):
             recv()
-    elapsed = clock() - start
-    rss_mb = memory.growth_mb()
+    tally.last()
     sock.close(linger=0)
     ctx.term()
-    return {"rate": (count - 1) / elapsed, "rss_mb": rss_mb}
+    return tally.result()
 
 
 # -- event-loop peers --------------------------------------------------------------------------
