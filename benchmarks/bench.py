@@ -2,7 +2,7 @@
 
 Run from the project root, after ``pip install -e '.[bench]'``::
 
-    python benchmarks/bench.py --rounds 5          # every case (about 12 minutes here)
+    python benchmarks/bench.py --rounds 5          # every case (about 5 minutes here)
     python benchmarks/bench.py pull-tcp sub        # some cases
     python benchmarks/bench.py --quick             # smaller counts, 3 rounds: a quick look
 
@@ -11,7 +11,8 @@ one table: each variant's median over the rounds, the spread (min-max), and its 
 case's baseline. The ratio is computed *within* each round (variant / baseline of the same
 round) and the table shows the median of those per-round ratios, so a round on a busy
 machine moves both sides of a ratio together. Every producer, consumer, server and client is
-its own process; on a 2-core machine that is one core for each side. See README.md.
+its own process; on a 2-core machine that is one core for each side, shared with libzmq's I/O
+threads. See README.md for the method and the measured tables.
 """
 
 from __future__ import annotations
