@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import json
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -371,9 +372,15 @@ def zmqapp_consumer(
     typed: bool = False,
     sub: bool = False,
     handlers: int = 1,
+    without_pydantic: bool = False,
 ) -> dict[str, Any]:
     """A zmqapp app with one PULL channel (or a SUB channel connecting to ``endpoint``) and
-    ``handlers`` handlers: the first counts, the others do nothing."""
+    ``handlers`` handlers: the first counts, the others do nothing.
+
+    ``without_pydantic`` makes pydantic unimportable in this process, as on an install
+    without it, so typed bodies go through zmqapp's own checks."""
+    if without_pydantic:
+        sys.modules["pydantic"] = None  # type: ignore[assignment]
     from zmqapp import App
 
     app = App("bench-consumer")
