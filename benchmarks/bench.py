@@ -2,7 +2,7 @@
 
 Run from the project root, after ``pip install -e '.[bench]'``::
 
-    python benchmarks/bench.py --rounds 5          # every case (about 5 minutes here)
+    python benchmarks/bench.py --rounds 5          # every case (5 to 6 minutes here)
     python benchmarks/bench.py pull-tcp sub        # some cases
     python benchmarks/bench.py --quick             # smaller counts, 3 rounds: a quick look
 
