@@ -9,8 +9,10 @@ frameworks' lazy connects), then times its requests and returns the result.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -125,7 +127,9 @@ def zeroapi_server(endpoint: str) -> None:
     from zero import ZeroServer
 
     logging.getLogger().setLevel(logging.WARNING)  # zeroapi configures INFO logging
-    os.chdir(tempfile.mkdtemp(prefix="zmqapp-bench-zero-"))  # it puts an .ipc file in cwd
+    workdir = tempfile.mkdtemp(prefix="zmqapp-bench-zero-")
+    os.chdir(workdir)  # it puts an .ipc file in the current directory
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # it exits on SIGTERM
     host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
     server = ZeroServer(host=host, port=int(port))
     server.register_rpc(echo_text)
