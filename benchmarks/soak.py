@@ -17,13 +17,13 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import resource
 import struct
 import sys
 import time
 
 import psutil
 import zmq
+from procs import peak_rss
 
 from zmqapp import App
 
@@ -40,22 +40,6 @@ def produce(address: str, count: int) -> None:
         sock.send(pack(i) + PAD)
     sock.close(linger=-1)
     ctx.term()
-
-
-def peak_rss() -> int:
-    """This process's peak resident memory in bytes.
-
-    Not ``ru_maxrss``: Linux folds the parent's peak into a child's at exec, so a soak run
-    started by a large process (pytest, say) would report the parent's memory. ``VmHWM`` in
-    /proc belongs to this process's own memory map, which is new after exec."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # elsewhere: a fallback
 
 
 def soak(count: int, concurrency: int, delay: float) -> dict[str, float]:
