@@ -19,9 +19,10 @@ import zmq
 
 from .channel import Channel, ChannelSignal
 from .config import DEFAULTS, Config, default_app_name
-from .errors import NotRunning, SetupError, Timeout
-from .message import frames_for, parse_error_reply
+from .errors import NotRunning, SetupError
+from .message import frames_for
 from .pump import Pump
+from .rpc import Requests
 from .runtime import Runtime
 from .socket_types import FORWARDABLE, TYPE_NAMES
 
@@ -506,6 +507,8 @@ class App:
         channel, timeout, retries = self._request_args(name, timeout, retries)
         frames = frames_for(channel.codec, body)
         runtime = self._running_for(name)
+        if runtime.on_loop_thread():  # the common case, without a hop
+            return await self._requests_of(runtime, name).request(frames, timeout, retries)
         return await runtime.call_async(
             self._request_on_loop, runtime, name, frames, timeout, retries
         )
@@ -537,32 +540,17 @@ class App:
         return channel, float(timeout), int(retries)
 
     @staticmethod
-    async def _request_on_loop(
-        runtime: Runtime, name: str, frames: list[bytes], timeout: float, retries: int
-    ) -> Any:
+    def _requests_of(runtime: Runtime, name: str) -> Requests:
         requests = runtime.requests.get(name)
         if requests is None:
             raise NotRunning(f"app {runtime.app.name!r} is not running; requests need its sockets")
-        pump = requests.pump
-        stats = pump.stats
-        tracer = pump.tracer
-        try:
-            if tracer is None:
-                reply = await requests.ask(frames, timeout, retries)
-            else:
-                with tracer.request(pump.channel, sum(len(f) for f in frames)):
-                    if pump.channel.trace:
-                        frames = [tracer.header(), *frames]
-                    reply = await requests.ask(frames, timeout, retries)
-        except Timeout:
-            stats.request("timeout")
-            raise
-        error = parse_error_reply(reply)
-        if error is not None:
-            stats.request("remote_error")
-            raise error
-        stats.request("ok")
-        return requests.pump.parse(reply).body  # a reply that does not decode raises DecodeError
+        return requests
+
+    @staticmethod
+    async def _request_on_loop(
+        runtime: Runtime, name: str, frames: list[bytes], timeout: float, retries: int
+    ) -> Any:
+        return await App._requests_of(runtime, name).request(frames, timeout, retries)
 
     # -- testing -------------------------------------------------------------------------------
 

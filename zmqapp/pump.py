@@ -33,12 +33,14 @@ import asyncio
 import json
 import logging
 import time
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable
 from inspect import isawaitable
 from typing import Any, Protocol, cast
 
 import zmq
+import zmq.backend
 
 from . import security
 from ._handlers import Handler, Invoker, make_invoker
@@ -80,6 +82,8 @@ _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
 _REP = int(zmq.REP)
 _ROUTER = int(zmq.ROUTER)
+_COPY_THRESHOLD = int(zmq.COPY_THRESHOLD)
+_backend_send = zmq.backend.Socket.send
 #: Seconds one drain may take before other callbacks (channels, timers, signals) get a turn,
 #: whatever BATCH_SIZE says. The general path reads the clock after every message; the fast
 #: path, where that would cost a few percent, every 16 messages, unless its first message
@@ -131,7 +135,11 @@ class Pump:
         # getsockopt is typed int | bytes; ZMQ_EVENTS is always an int.
         self.get_option = cast("Callable[[int], int]", sock.getsockopt)
         self.recv = cast("Callable[[int, bool], zmq.Frame]", sock.recv)
-        self._send = sock.send
+        # pyzmq's Socket.send is Python wrapped around the compiled one, and costs twice as
+        # much; its only extra for bytes is sending large frames without a copy, which
+        # send_frames keeps for frames of COPY_THRESHOLD bytes and more.
+        self._send = cast("Callable[[bytes, int], Any]", types.MethodType(_backend_send, sock))
+        self._send_large = sock.send
         self.parse = make_parser(channel)
         self.user_ids = security.is_server(channel)  # handlers may ask for the client's key
         self.body_of = body_decoder(channel.codec)
@@ -220,7 +228,6 @@ class Pump:
             and handler.body_positional
             and not handler.inject
             and channel.socket_type != _ROUTER
-            and not channel.kind.topical
             and not self.user_ids
         ):
             convert = handler.convert
@@ -333,6 +340,7 @@ class Pump:
         fn = cast("Callable[[Any], Any]", self.fast_fn)
         decode = self.fast_decode
         multi = self.fast_multi
+        topical = self.channel.kind.topical
         replies = self.replies
         forward = self.forward
         count = handled = 0
@@ -347,16 +355,23 @@ class Pump:
                 frame = recv(_NOBLOCK, False)
                 count += 1
                 body: Any
-                if frame.more:  # a multipart body
+                if frame.more:  # a multipart message
                     self.current = frame
                     frames = self.read_rest(frame)
-                    if frames is None or multi is None:  # too large, or typed: general path
-                        if frames is not None:
-                            self.dispatch_message(frames)
+                    if frames is None:  # too large: counted as a decode failure
+                        body = _SKIP
+                    elif topical and len(frames) == 2:  # [topic, body]: the usual SUB message
+                        try:
+                            body = frames[1] if decode is None else decode(frames[1])
+                        except Exception as exc:
+                            self.decode_failed(frames, body_error(self.channel.codec, exc))
+                            body = _SKIP
+                    elif multi is None:  # a typed multipart body: the general path says no
+                        self.dispatch_message(frames)
                         body = _SKIP
                     else:
                         try:
-                            body = multi(frames)
+                            body = multi(frames[1:] if topical else frames)
                         except Exception as exc:
                             self.decode_failed(frames, body_error(self.channel.codec, exc))
                             body = _SKIP
@@ -376,7 +391,8 @@ class Pump:
                         result = fn(body)
                     except Exception as exc:
                         self.current = frame
-                        message = Message(self.channel, frames or [frame.bytes], body)
+                        topic = frames[0] if topical and frames else None
+                        message = Message(self.channel, frames or [frame.bytes], body, None, topic)
                         self.handler_failed(message, self.invokers[0], exc)
                         self.finish(message, None, exc, own_callback=True)
                     else:
@@ -800,8 +816,15 @@ class Pump:
         once it has accepted its first frame."""
         send = self._send
         for frame in frames[:-1]:
-            send(frame, _NOBLOCK_MORE)
-        send(frames[-1], _NOBLOCK)
+            if len(frame) < _COPY_THRESHOLD:
+                send(frame, _NOBLOCK_MORE)
+            else:
+                self._send_large(frame, _NOBLOCK_MORE)
+        last = frames[-1]
+        if len(last) < _COPY_THRESHOLD:
+            send(last, _NOBLOCK)
+        else:
+            self._send_large(last, _NOBLOCK)
 
     def send_routed(self, frames: Frames) -> None:
         """ROUTER: send to one peer now or fail; never queue, so one slow peer cannot hold up
