@@ -160,6 +160,36 @@ def test_an_apps_own_page_shows_its_channels_live(system: System, browser: Brows
     assert kinds == ["send_to"]
     workers = browser.evaluate("document.querySelectorAll('#processes tr.worker').length")
     assert workers == 2
+    # A pool has no tap of its own: the page says so, in the app's words.
+    browser.evaluate(CLICK.format(channel="readings"))
+    note = browser.wait("document.getElementById('tap-note').className === 'bad' && "
+                        "document.getElementById('tap-note').textContent")  # fmt: skip
+    assert "no tap of its own" in note
+
+
+CLICK = """document.querySelector('g.card[data-channel={channel}]')
+    .dispatchEvent(new MouseEvent('click', {{bubbles: true}}))"""
+
+
+def test_clicking_a_channel_on_an_apps_page_taps_it(system: System, browser: Browser) -> None:
+    browser.navigate(system.urls["ingest"] + "/")
+    browser.wait("document.querySelectorAll('g.card').length === 2", timeout=10)
+    browser.evaluate(CLICK.format(channel="readings"))
+    browser.wait("document.querySelectorAll('#tap-lines li').length >= 10", timeout=10)
+    assert browser.evaluate("document.getElementById('tap-title').textContent") == (
+        "tap · readings"
+    )
+    lines = browser.evaluate(
+        "[...document.querySelectorAll('#tap-lines li')]"
+        ".map(li => [...li.children].map(part => part.textContent))"
+    )
+    for clock, direction, body in lines:
+        assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", clock) and direction == "out"
+        assert set(json.loads(body)) == {"n", "sensor", "value"}
+    numbers = [json.loads(body)["n"] for _, _, body in lines]
+    assert numbers == sorted(numbers)  # in the order they were sent
+    browser.evaluate("document.getElementById('tap-close').click()")
+    assert browser.evaluate("document.getElementById('tap').hidden") is True
 
 
 def test_the_dashboard_api_joins_the_apps(system: System, dashboard: str) -> None:

@@ -473,7 +473,7 @@ def _rate(value: float) -> str:
         return "0"
     if value >= 10000:
         return f"{value / 1000:.0f}k"
-    if value >= 100:
+    if value >= 99.95:
         return f"{value:.0f}"
     return f"{value:.1f}"
 
@@ -506,12 +506,21 @@ WORKER_HEADER = ["WORKER", "PID", "STATE", "READY", "LAG", "IN/s", "OUT/s", "ERR
 
 
 def render_top(
-    pairs: Sequence[tuple[Sample | None, Sample]], *, interval: float, color: bool = False
+    pairs: Sequence[tuple[Sample | None, Sample]],
+    *,
+    interval: float,
+    color: bool = False,
+    width: int | None = None,
 ) -> list[str]:
-    """The lines of one ``zmqapp top`` screen."""
+    """The lines of one ``zmqapp top`` screen (each cut to ``width`` characters, if given)."""
+
+    def cut(text: str) -> str:
+        if width is None or len(text) <= width:
+            return text
+        return text[: max(0, width - 1)] + "…"
 
     def style(text: str, **kwargs: Any) -> str:
-        return click.style(text, **kwargs) if color else text
+        return click.style(cut(text), **kwargs) if color else cut(text)
 
     up = sum(1 for _, sample in pairs if sample.status is not None)
     now = datetime.datetime.now().strftime("%H:%M:%S")
@@ -550,8 +559,7 @@ def render_top(
                  _seconds(row.p99), where]
             )  # fmt: skip
         for index, line in enumerate(_table(rows, frozenset(range(2, 10)))):
-            text = "  " + line
-            lines.append(style(text, fg="red") if index in failing else text)
+            lines.append(style("  " + line, fg="red" if index in failing else None))
         if workers:
             old_workers = {w.get("worker"): w for w in (previous or {}).get("workers") or []}
             wrows = [WORKER_HEADER]
@@ -565,7 +573,7 @@ def render_top(
                      _rate(sum(r.errors for r in per)), str(sum(r.queue for r in per)),
                      str(sum(r.in_flight for r in per))]
                 )  # fmt: skip
-            lines += ["  " + line for line in _table(wrows, frozenset({1, *range(4, 10)}))]
+            lines += [style("  " + line) for line in _table(wrows, frozenset({1, *range(4, 10)}))]
     return lines
 
 
@@ -600,11 +608,15 @@ def top(
             while True:
                 time.sleep(interval)
                 pairs = meter.poll()
-                lines = render_top(pairs, interval=interval, color=out.isatty())
-                if live:
-                    width = shutil.get_terminal_size().columns
-                    height = shutil.get_terminal_size().lines
-                    shown = [_cut(line, width) for line in lines[: max(1, height - 1)]]
+                size = shutil.get_terminal_size() if live else None
+                lines = render_top(
+                    pairs,
+                    interval=interval,
+                    color=out.isatty(),
+                    width=size.columns if size else None,
+                )
+                if size is not None:
+                    shown = lines[: max(1, size.lines - 1)]
                     out.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in shown) + "\x1b[J")
                 else:
                     out.write("\n".join(lines) + "\n")
@@ -619,11 +631,3 @@ def top(
             out.write("\x1b[?25h\x1b[?1049l")
             out.flush()
         meter.close()
-
-
-def _cut(line: str, width: int) -> str:
-    """``line`` cut to ``width`` visible characters (ANSI styles do not count)."""
-    if len(click.unstyle(line)) <= width:
-        return line
-    plain = click.unstyle(line)
-    return plain[: max(0, width - 1)] + "…"

@@ -13,11 +13,16 @@
   const MULTI = SOURCE !== "status";
   const POLL_MS = 1000;
   const WINDOW = 3.2; // seconds a rate is measured over
-  const KEEP = 90; // samples kept per channel (the sparklines)
+  const KEEP = 60; // samples kept per channel: the sparklines show the last minute
   const L = {
     boxW: 340, inset: 12, sendMargin: 58, headerH: 62, cardH: 84, cardGap: 10, boxPad: 12,
     gapX: 250, gapY: 44, pad: 30, outW: 220, outH: 44, lane: 30,
   };
+
+  // An app's own page may tap its channels (the app guards /tap with its token); the
+  // multi-app dashboard shows numbers only, never message bodies.
+  const TAPS = !MULTI;
+  const TAP_KEEP = 300; // lines the tap panel keeps
 
   const history = new Map();
   let updates = 0;
@@ -30,8 +35,8 @@
     if (v === null || v === undefined || Number.isNaN(v)) return "–";
     if (v <= 0) return "0";
     if (v >= 9950) return (v / 1000).toFixed(v >= 99500 ? 0 : 1) + "k";
-    if (v >= 100) return v.toFixed(0);
-    if (v >= 10) return v.toFixed(1);
+    if (v >= 99.95) return v.toFixed(0);
+    if (v >= 9.995) return v.toFixed(1);
     return v.toFixed(2).replace(/0$/, "");
   }
 
@@ -414,6 +419,7 @@
         text(badge, card.x + card.w - 10 - bw / 2, card.y + 21.5, "", ch.type, "middle");
         const rates = text(cg, card.x + 12, card.y + 48, "rates");
         const small = text(cg, card.x + 12, card.y + 70, "small");
+        if (TAPS) cg.addEventListener("click", () => openTap(ch.name));
         r.cards.set(ch.key, { g: cg, spark: spark, rates: rates, small: small, title: title, card: card });
       }
     }
@@ -516,7 +522,8 @@
       if (rt.p50 !== null) parts.push("p50 " + fmtSeconds(rt.p50), "p99 " + fmtSeconds(rt.p99));
       r.small.textContent = parts.join("  ·  ");
       r.spark.setAttribute("d", sparkPath(r.card, rt.spark));
-      r.title.textContent = ch.name + " (" + ch.type + ")\n" + ch.endpoints.join("\n") +
+      r.g.classList.toggle("tapped", !!tap && tap.channel === ch.name);
+      r.title.textContent = (TAPS ? "click to tap " : "") + ch.name + " (" + ch.type + ")\n" + ch.endpoints.join("\n") +
         (raw.subscribe && raw.subscribe.length ? "\ntopics: " + raw.subscribe.join(", ") : "") +
         "\nreceived " + raw.received + " · sent " + raw.sent + " · errors " + ((raw.errors || 0) + (raw.decode_failed || 0));
     }
@@ -624,15 +631,135 @@
       for (const c of a.channels) {
         const raw = c.raw, rt = c.rates;
         const topics = raw.subscribe && raw.subscribe.length ? "  topics " + raw.subscribe.map((t) => '"' + t + '"').join(", ") : "";
-        row(chans, [
+        const tr = row(chans, [
           a.name, c.name, c.type, [c.endpoints.join(", ") + topics, "endpoints"], [String(raw.peers || 0), "num"],
           [fmtRate(rt.in), "num"], [fmtRate(rt.out), "num"], [fmtRate(rt.err), rt.err > 0 ? "num bad" : "num"],
           [String(raw.queue || 0), raw.queue > 0 ? "num warn" : "num"], [String(raw.in_flight || 0), "num"],
           [fmtSeconds(rt.p50), "num"], [fmtSeconds(rt.p99), "num"], [String(raw.received || 0), "num"],
           [String(raw.sent || 0), "num"], [String((raw.errors || 0) + (raw.decode_failed || 0)), "num"],
         ], { "data-app": a.name, "data-channel": c.name, "data-in": (rt.in || 0).toFixed(3), "data-out": (rt.out || 0).toFixed(3) });
+        if (TAPS) tr.addEventListener("click", () => openTap(c.name));
       }
     }
+  }
+
+  // -- the tap ---------------------------------------------------------------------------------------
+
+  let tap = null; // {channel, controller, paused, hidden}
+
+  function clock(seconds) {
+    const d = new Date(seconds * 1000);
+    const pad = (n, w) => String(n).padStart(w || 2, "0");
+    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + "." + pad(d.getMilliseconds(), 3);
+  }
+
+  function shown(value) {
+    if (typeof value === "string") return value;
+    if (value && value.encoding === "base64") return "base64:" + value.data;
+    return JSON.stringify(value);
+  }
+
+  function tapNote(message, bad) {
+    const note = document.getElementById("tap-note");
+    note.textContent = message;
+    note.className = bad ? "bad" : "";
+  }
+
+  function tapLine(record) {
+    if (record.dropped !== undefined && record.direction === undefined) {
+      tapNote("the app dropped " + record.dropped + " message(s) for this tap: it reads faster than this page shows", true);
+      return;
+    }
+    if (tap.paused) { tap.hidden++; tapNote("paused · " + tap.hidden + " message(s) not shown"); return; }
+    const list = document.getElementById("tap-lines");
+    const li = document.createElement("li");
+    li.className = record.direction;
+    const time = document.createElement("time");
+    time.textContent = clock(record.time);
+    const dir = document.createElement("span");
+    dir.className = "dir";
+    dir.textContent = record.direction;
+    li.append(time, dir);
+    if (record.topic !== null && record.topic !== undefined) {
+      const topic = document.createElement("span");
+      topic.className = "topic";
+      topic.textContent = "[" + shown(record.topic) + "]";
+      li.appendChild(topic);
+    }
+    const body = document.createElement("span");
+    if (record.error) {
+      body.className = "error";
+      body.textContent = "not decoded: " + record.error + "  " + (record.frames || []).map(shown).join(" | ");
+    } else {
+      body.textContent = shown(record.body);
+    }
+    li.appendChild(body);
+    const follow = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+    list.appendChild(li);
+    while (list.children.length > TAP_KEEP) list.removeChild(list.firstChild);
+    if (follow) list.scrollTop = list.scrollHeight;
+  }
+
+  function closeTap() {
+    if (tap) tap.controller.abort();
+    tap = null;
+    document.getElementById("tap").hidden = true;
+    document.body.classList.remove("tapping");
+    for (const r of refs ? refs.cards.values() : []) r.g.classList.remove("tapped");
+  }
+
+  function openTap(channel) {
+    closeTap();
+    const current = (tap = { channel: channel, controller: new AbortController(), paused: false, hidden: 0 });
+    document.getElementById("tap").hidden = false;
+    document.body.classList.add("tapping");
+    document.getElementById("tap-title").textContent = "tap · " + channel;
+    document.getElementById("tap-lines").textContent = "";
+    document.getElementById("tap-pause").textContent = "pause";
+    tapNote("waiting for messages…");
+    (async () => {
+      try {
+        const response = await fetch("tap/" + encodeURIComponent(channel), {
+          signal: current.controller.signal, cache: "no-store", credentials: "same-origin",
+        });
+        if (!response.ok) { tapNote((await response.text()).trim(), true); return; }
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true });
+          let end;
+          while ((end = buffer.indexOf("\n")) >= 0) {
+            const line = buffer.slice(0, end).trim();
+            buffer = buffer.slice(end + 1);
+            if (line && tap === current) {
+              if (current.hidden === 0 && !current.paused && document.getElementById("tap-note").textContent.startsWith("waiting")) tapNote("");
+              tapLine(JSON.parse(line));
+            }
+          }
+        }
+        if (tap === current) tapNote("the app ended the tap (is it stopping?)", true);
+      } catch (err) {
+        if (tap === current && err.name !== "AbortError") tapNote("the tap failed: " + err.message, true);
+      }
+    })();
+  }
+
+  if (TAPS) {
+    document.body.classList.add("tappable");
+    document.getElementById("tap-close").addEventListener("click", closeTap);
+    document.getElementById("tap-pause").addEventListener("click", (event) => {
+      if (!tap) return;
+      tap.paused = !tap.paused;
+      tap.hidden = 0;
+      event.target.textContent = tap.paused ? "resume" : "pause";
+      tapNote(tap.paused ? "paused" : "");
+    });
+    document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeTap(); });
+  } else {
+    document.getElementById("tap-hint").hidden = true;
   }
 
   // -- polling -------------------------------------------------------------------------------------
