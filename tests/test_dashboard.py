@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -73,11 +74,15 @@ def system() -> Iterator[System]:
             proc.kill()
 
 
-@pytest.fixture
-def dashboard(system: System, spawn: Any) -> str:
+def start_dashboard(system: System, spawn: Any) -> tuple[Proc, str]:
     proc = spawn([*ZMQAPP, "dashboard", *system.urls.values(), "--port", "0"])
     [line] = proc.wait_for_line(r"dashboard of 3 app\(s\): http://", stream="err")
-    return re.search(r"(http://\S+)", line).group(1)  # type: ignore[union-attr]
+    return proc, re.search(r"(http://\S+)", line).group(1)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def dashboard(system: System, spawn: Any) -> str:
+    return start_dashboard(system, spawn)[1]
 
 
 @pytest.fixture
@@ -192,7 +197,8 @@ def test_clicking_a_channel_on_an_apps_page_taps_it(system: System, browser: Bro
     assert browser.evaluate("document.getElementById('tap').hidden") is True
 
 
-def test_the_dashboard_api_joins_the_apps(system: System, dashboard: str) -> None:
+def test_the_dashboard_api_joins_the_apps(system: System, spawn: Any) -> None:
+    proc, dashboard = start_dashboard(system, spawn)
     document = get_json(dashboard + "api/system")
     names = {app["id"]: app["status"]["app"] for app in document["apps"]}
     assert sorted(names.values()) == ["alerter", "analyzer", "ingest"]
@@ -211,6 +217,8 @@ def test_the_dashboard_api_joins_the_apps(system: System, dashboard: str) -> Non
     with urllib.request.urlopen(dashboard, timeout=10) as response:
         page = response.read().decode()
     assert 'content="api/system"' in page and "static/dashboard.js" in page
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
 
 
 def test_top_shows_every_app_and_worker(system: System, spawn: Any) -> None:

@@ -22,6 +22,7 @@ import zmq
 import zmq.auth
 
 from zmqapp.collect import LogFilter, format_record
+from zmqapp.dashboard import flows_from_connector, reaches
 from zmqapp.live import app_url, format_tap_record, percentile
 from zmqapp.testing import wait_for
 
@@ -359,6 +360,16 @@ def test_formats_of_tap_lines_and_log_records() -> None:
     assert LogFilter(30, frozenset({"a"})).admits(log)
     assert not LogFilter(50).admits(log) and not LogFilter(0, frozenset({"b"})).admits(log)
     assert app_url("127.0.0.1:9100/") == "http://127.0.0.1:9100"
+    # Where the dashboard draws edges: addresses placed on the host of each app's URL.
+    assert reaches("tcp://0.0.0.0:5557", "ingest", "tcp://ingest:5557", "analyzer")
+    assert reaches("tcp://127.0.0.1:5557", "10.0.0.5", "tcp://localhost:5557", "10.0.0.5")
+    assert not reaches("tcp://127.0.0.1:5557", "10.0.0.5", "tcp://127.0.0.1:5557", "10.0.0.6")
+    assert not reaches("tcp://*:5557", "ingest", "tcp://ingest:5558", "analyzer")
+    assert reaches("ipc:///tmp/x", "h", "ipc:///tmp/x", "h")
+    assert not reaches("ipc:///tmp/x", "h", "ipc:///tmp/x", "other")
+    assert flows_from_connector("PULL", "PUSH") is False  # a worker pulling from a ventilator
+    assert flows_from_connector("REP", "DEALER") is False  # a broker's backend feeds workers
+    assert flows_from_connector("DEALER", "ROUTER") is True
     timing = {"buckets": [0.001, 0.01], "counts": [0, 10, 0]}
     assert percentile(timing, 0.5) == pytest.approx(0.0055)
     assert percentile({"buckets": [1.0], "counts": [0, 0]}, 0.5) is None

@@ -80,16 +80,23 @@ def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
     return kind(parts.hostname or "", parts.port, timeout=timeout)
 
 
-def _open(url: str, path: str, token: str | None, timeout: float) -> http.client.HTTPResponse:
-    """Send ``GET url+path``; the response, whatever its status. Network failures raise
-    :class:`LiveError`."""
+def _open(
+    url: str, path: str, token: str | None, timeout: float, silence: float | None = None
+) -> http.client.HTTPResponse:
+    """Send ``GET url+path``; the response, whatever its status. ``timeout`` bounds the
+    connect and the answer's head, ``silence`` (default: ``timeout``) each read after it.
+    Network failures raise :class:`Unreachable`."""
     conn = _connection(url, timeout)
     headers = {"Accept": "application/json, application/x-ndjson"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
         conn.request("GET", urllib.parse.urlsplit(url).path + path, headers=headers)
-        return conn.getresponse()
+        sock = conn.sock  # the response reads from it, even once conn lets go of it
+        response = conn.getresponse()
+        if silence is not None and sock is not None:
+            sock.settimeout(silence)
+        return response
     except (OSError, http.client.HTTPException) as exc:
         conn.close()
         raise unreachable(url, exc) from None
@@ -186,7 +193,7 @@ def tap(
         path += f"?count={count}"
     result = TapResult()
     with interruptible():
-        response = _open(url, path, token, STREAM_SILENCE)
+        response = _open(url, path, token, STATUS_TIMEOUT, silence=STREAM_SILENCE)
         try:
             if response.status != 200:
                 said = response.read().decode("utf-8", "replace")
