@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -34,10 +35,6 @@ import click
 STREAM_SILENCE = 30.0
 #: Seconds to wait for an answer to a ``/status`` request.
 STATUS_TIMEOUT = 5.0
-#: What ``zmqapp top`` says about each channel, in this order.
-COUNTERS = ("received", "handled", "errors", "decode_failed", "sent", "dropped")
-#: Socket types that only receive: a connecting one's traffic is what it receives.
-RECEIVING_TYPES = frozenset({"PULL", "SUB", "XSUB"})
 
 
 class LiveError(Exception):
@@ -294,22 +291,22 @@ def _shown(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-class interruptible:
+@contextmanager
+def interruptible() -> Iterator[None]:
     """Ctrl-C and SIGTERM end the block quietly (a normal way to stop watching); a closed
     stdout (``| head``) too."""
-
-    def __enter__(self) -> None:
-        self.previous: Any = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-
-    def __exit__(self, kind: Any, exc: Any, traceback: Any) -> bool:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-        if kind is BrokenPipeError:
-            _drop_stdout()
-            return True
-        return kind is KeyboardInterrupt
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        _drop_stdout()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _drop_stdout() -> None:
