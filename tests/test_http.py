@@ -341,6 +341,7 @@ def test_a_pool_serves_every_workers_numbers(spawn: Any, peer: Any) -> None:
     assert status["channels"]["tasks"]["peers"] == 1  # our PUSH, at the parent's proxy
     assert [w["worker"] for w in status["workers"]] == [0, 1]
     assert all(w["ready"] and w["answering"] for w in status["workers"])
+    assert all(0 <= w["loop_lag"] < 5 for w in status["workers"])  # measured, not ever-growing
     values = samples(get(base + "/metrics")[1])
     per_worker = {
         dict(labels)["worker"]: value

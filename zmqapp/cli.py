@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import click
 import zmq
 
-from . import __version__, logs
+from . import __version__, collect, dashboard, live, logs
 from ._discovery import NoAppError, Setting, configure_app, load_app, locate_app, parse_setting
 from ._graph import build_topology, to_dot, to_mermaid
 from ._keys import CertificateError, write_certificates
@@ -718,3 +718,186 @@ def keygen(directory: str, name: str, force: bool) -> None:
     click.echo(f"public certificate: {public_file}")
     click.echo(f"secret certificate: {secret_file} (keep it private)")
     click.echo(f"public key: {public_key.decode('ascii')}")
+
+
+# -- live tools: tap, top, dashboard, logs -------------------------------------------------------
+# One block, kept apart so that it merges by hand: the work is done in zmqapp.live (tap, top),
+# zmqapp.dashboard and zmqapp.collect (logs); this is click glue only.
+
+
+def token_option(f: F) -> F:
+    """--token (env ZMQAPP_HTTP_TOKEN): the apps' HTTP_TOKEN, for the tools that read them."""
+    return click.option(
+        "--token",
+        envvar="ZMQAPP_HTTP_TOKEN",
+        metavar="TOKEN",
+        help="The apps' HTTP_TOKEN, sent as Authorization: Bearer TOKEN. Env: ZMQAPP_HTTP_TOKEN.",
+    )(f)
+
+
+@contextmanager
+def live_errors() -> Iterator[None]:
+    """Show what a live tool could not do as a one-line error (exit code 1)."""
+    try:
+        yield
+    except (live.LiveError, collect.CollectError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _app_urls(values: Sequence[str]) -> list[str]:
+    try:
+        return [live.app_url(value) for value in values]
+    except live.LiveError as exc:
+        raise click.BadParameter(str(exc), param_hint="'URL'") from None
+
+
+@main.command("tap")
+@click.argument("url")
+@click.argument("channel")
+@click.option("--count", type=click.IntRange(min=1), help="Exit after this many messages.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per message.")
+@token_option
+def tap_command(
+    url: str, channel: str, count: int | None, as_json: bool, token: str | None
+) -> None:
+    """Print what CHANNEL of a running app receives and sends, as it happens.
+
+    URL is the app's HTTP address (its HTTP config, e.g. http://127.0.0.1:9100); the app
+    streams the messages from GET /tap/CHANNEL without taking them from its handlers. Each
+    line: time, direction (in or out), channel, [topic], body. With --json, each line is
+    {"channel", "direction", "time", "topic", "body", "frames"}. A tap that cannot keep up
+    loses messages, never slows the app: how many is said on stderr.
+
+    \b
+    Examples:
+      zmqapp tap http://127.0.0.1:9100 tasks
+      zmqapp tap http://ingest:9100 readings --count 20 --json --token "$TOKEN"
+    """
+    [base] = _app_urls([url])
+    with live_errors():
+        live.tap(base, channel, token=token, count=count, as_json=as_json)
+
+
+@main.command("top")
+@click.argument("urls", nargs=-1, required=True, metavar="URL...")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between refreshes; rates are measured over it.",
+)
+@click.option("--once", is_flag=True, help="Print one screen (from two polls) and exit.")
+@token_option
+def top_command(urls: tuple[str, ...], interval: float, once: bool, token: str | None) -> None:
+    """Live numbers of running apps in the terminal, refreshed in place.
+
+    For each app (URL: its HTTP address) and each channel: messages in, out and failed per
+    second, send queue, handlers in flight, peers, handler latency (p50, p99) and endpoints;
+    for a --workers pool, a row per worker too. Exit code 1 if an app did not answer.
+
+    \b
+    Examples:
+      zmqapp top http://127.0.0.1:9100 http://127.0.0.1:9101
+      zmqapp top http://ingest:9100 --once
+    """
+    bases = _app_urls(urls)
+    with live_errors():
+        code = live.top(bases, token=token, interval=interval, once=once)
+    sys.exit(code)
+
+
+@main.command("dashboard")
+@click.argument("urls", nargs=-1, required=True, metavar="URL...")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9200,
+    show_default=True,
+    help="The port to serve the page on (0: one the OS picks).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to serve on; 0.0.0.0 for the screen on the wall (the page shows "
+    "numbers, never message bodies).",
+)
+@token_option
+def dashboard_command(urls: tuple[str, ...], port: int, host: str, token: str | None) -> None:
+    """Serve one live page for several apps: the topology and its message rates.
+
+    Each URL is an app's HTTP address. The page shows which channel binds where, who
+    connects to it, send_to inside each app and subscriptions, each edge with its live
+    message rate, every channel's numbers, and a row per app and per worker. It updates
+    every second.
+
+    \b
+    Example:
+      zmqapp dashboard http://ingest:9100 http://analyzer:9100 http://alerter:9100 --port 9200
+    """
+    bases = _app_urls(urls)
+    with live_errors():
+        dashboard.serve_dashboard(
+            bases,
+            host=host,
+            port=port,
+            token=token,
+            announce=lambda text: click.echo(text, err=True),
+            warn=lambda text: click.echo(text, err=True),
+        )
+
+
+@main.command("logs")
+@click.argument("endpoint")
+@click.option(
+    "--level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Print records from this level up.",
+)
+@click.option("--app", "apps", multiple=True, metavar="NAME", help="Only this app; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON documents as they came.")
+@click.option(
+    "--curve-secret-key",
+    metavar="FILE",
+    help="Be a CURVE server with this secret certificate (zmqapp keygen) or Z85 key; apps "
+    "then need LOG_CURVE_SERVER_KEY.",
+)
+@click.option(
+    "--authorized-keys",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="With --curve-secret-key: accept only the apps whose public certificates are in DIR "
+    "(their LOG_CURVE_SECRET_KEY).",
+)
+def logs_command(
+    endpoint: str,
+    level: str | None,
+    apps: tuple[str, ...],
+    as_json: bool,
+    curve_secret_key: str | None,
+    authorized_keys: str | None,
+) -> None:
+    """Print the log records apps ship to ENDPOINT (their LOG_ENDPOINT config).
+
+    ENDPOINT is bound ('tcp://*:5600'), unless written '>tcp://host:5600' (connect). Each
+    line: time, level, app[worker], #channel, logger: message, (peer). Every worker of a
+    --workers pool ships its own records. Records are JSON, never unpickled. Ctrl-C or
+    SIGTERM stops.
+
+    \b
+    Examples:
+      zmqapp logs 'tcp://*:5600' --level WARNING
+      zmqapp logs 'tcp://*:5600' --app ingest --json
+      zmqapp logs 'tcp://*:5600' --curve-secret-key certs/logs.key_secret --authorized-keys apps/
+    """
+    with live_errors():
+        collect.collect(
+            endpoint,
+            only=collect.app_filter(level, apps),
+            as_json=as_json,
+            curve_secret_key=curve_secret_key,
+            authorized_keys=authorized_keys,
+            color=sys.stdout.isatty(),
+        )

@@ -14,8 +14,16 @@ Turned on by the ``HTTP`` config key (``"127.0.0.1:9100"``, ``":9100"`` for ever
     Prometheus text (needs ``zmqapp[metrics]``; without it, 501 saying so).
 ``GET /status``
     JSON: the app, its state and every channel's counters, queue, in-flight work and peers.
+``GET /tap/{channel}``
+    The channel's messages as they pass, as JSON lines (see :mod:`zmqapp.tap`).
+``GET /``
+    A live dashboard: one page (``zmqapp/static/``) that polls ``/status`` every second and
+    draws the channels with their rates, queues, peers, in-flight work, errors and latency.
 
-With ``HTTP_TOKEN`` set, everything but the probes needs ``Authorization: Bearer TOKEN``.
+With ``HTTP_TOKEN`` set, everything but the probes needs ``Authorization: Bearer TOKEN``. A
+browser cannot send that header, so ``/?token=TOKEN`` sets a cookie (HttpOnly, SameSite
+Strict, derived from the token, not the token itself) that stands for it, and sends the
+browser on to ``/`` so that the token leaves the address bar.
 The same server runs in a ``--workers`` parent for the whole pool (see
 :mod:`zmqapp.workers`): whatever serves it is a :class:`Source`.
 """
@@ -23,6 +31,7 @@ The same server runs in a ``--workers`` parent for the whole pool (see
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -35,6 +44,7 @@ import tornado.iostream
 import tornado.web
 
 from . import __version__
+from ._static import asset, page
 from .errors import NotRunning, SetupError
 from .metrics import MissingPrometheus, exposition
 from .tap import Tap
@@ -131,12 +141,21 @@ class Handler(tornado.web.RequestHandler):
         self.token = token
 
     def prepare(self) -> None:
-        if self.guarded and self.token:
-            given = self.request.headers.get("Authorization", "")
-            expected = f"Bearer {self.token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                self.set_header("WWW-Authenticate", 'Bearer realm="zmqapp"')
-                self.plain(401, "this endpoint needs Authorization: Bearer <HTTP_TOKEN>\n")
+        if self.guarded and self.token and not self.authorized(self.token):
+            self.set_header("WWW-Authenticate", 'Bearer realm="zmqapp"')
+            self.unauthorized()
+
+    def authorized(self, token: str) -> bool:
+        """The request carries ``Authorization: Bearer TOKEN``, or the dashboard's cookie."""
+        given = self.request.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return True
+        name, value = session_cookie(token)
+        cookie = self.get_cookie(name)
+        return cookie is not None and hmac.compare_digest(cookie.encode(), value.encode())
+
+    def unauthorized(self) -> None:
+        self.plain(401, "this endpoint needs Authorization: Bearer <HTTP_TOKEN>\n")
 
     def plain(self, status: int, text: str) -> None:
         self.set_status(status)
@@ -229,6 +248,57 @@ class TapStream(Handler):
             self.tap.close()
 
 
+def session_cookie(token: str) -> tuple[str, str]:
+    """The name and value of the cookie that stands for ``token`` in a browser. Both are
+    derived from the token, so apps with different tokens on one host keep theirs apart."""
+    name = "zmqapp_" + hashlib.sha256(token.encode()).hexdigest()[:12]
+    value = hmac.new(token.encode(), b"zmqapp dashboard", hashlib.sha256).hexdigest()
+    return name, value
+
+
+class Page(Handler):
+    """``GET /``: the live dashboard of this app (or pool), polling ``/status``."""
+
+    def prepare(self) -> None:
+        given = self.get_query_argument("token", None)
+        if (
+            given is not None
+            and self.token
+            and hmac.compare_digest(given.encode(), self.token.encode())
+        ):
+            name, value = session_cookie(self.token)
+            self.set_cookie(name, value, path="/", httponly=True, samesite="Strict")
+            self.redirect("./")  # the token leaves the address bar and the history
+            return
+        super().prepare()
+
+    def unauthorized(self) -> None:
+        self.plain(
+            401,
+            "this dashboard needs the app's HTTP_TOKEN: open it once as /?token=HTTP_TOKEN "
+            "(a cookie then stands for the token)\n",
+        )
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(page("status", "zmqapp"))
+
+
+class Asset(Handler):
+    """``GET /static/NAME``: the dashboard's script and style sheet."""
+
+    def get(self, name: str) -> None:
+        found = asset(name)
+        if found is None:
+            self.plain(404, f"no such file: {name}\n")
+            return
+        body, content_type = found
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(body)
+
+
 class HttpServer:
     """The app's (or pool's) HTTP server, on the running loop."""
 
@@ -249,6 +319,8 @@ class HttpServer:
             (r"/metrics", Metrics, kwargs),
             (r"/status", Status, kwargs),
             (r"/tap/([^/]+)", TapStream, kwargs),
+            (r"/", Page, kwargs),
+            (r"/static/([^/]+)", Asset, kwargs),
         ]
         for pattern, handler, extra in routes or []:
             handlers.append((pattern, handler, {**kwargs, **extra}))
@@ -285,7 +357,7 @@ class HttpServer:
         else:
             host = self.host
         self.url = f"http://{host}:{port}"
-        log.info("HTTP: %s (/livez /readyz /metrics /status)", self.url)
+        log.info("HTTP: %s (/livez /readyz /metrics /status /tap, and a dashboard at /)", self.url)
 
     async def close(self) -> None:
         if self.server is not None:

@@ -887,7 +887,8 @@ async def _serve_worker(
     def running(sender: App) -> None:
         nonlocal started
         started = True
-        if sender.runtime is not None and http:  # the parent shows this worker's timing
+        if sender.runtime is not None and http:  # the parent shows this worker's numbers
+            sender.runtime.lag.start()
             for pump in sender.runtime.pumps.values():
                 pump.keep_timing()
         maybe_ready()
