@@ -154,9 +154,9 @@ def test_each_pod_app_answers_its_probes(deployed: dict[str, Any], tmp_path: Pat
             base = app.runtime.http.url
             for path in sorted(paths):
 
-                def ok(path: str = path) -> bool:
+                def ok(url: str = base + path) -> bool:
                     try:
-                        with urllib.request.urlopen(base + path, timeout=5) as response:
+                        with urllib.request.urlopen(url, timeout=5) as response:
                             return bool(response.status == 200)
                     except OSError:
                         return False
