@@ -114,9 +114,12 @@ class Topology:
 
 
 def split_address(address: str) -> tuple[str, str, str]:
-    """``(transport, host, port)`` for tcp, ``(transport, "", rest)`` for anything else."""
+    """``(transport, host, port)`` for tcp (``tcp+dns`` counts as tcp: its host is a name),
+    ``(transport, "", rest)`` for anything else."""
     transport, _, rest = address.partition("://")
     transport = transport.lower()
+    if transport == "tcp+dns":
+        transport = "tcp"
     if transport != "tcp":
         return transport, "", rest
     rest = rest.rsplit(";", 1)[-1]  # tcp://source;destination

@@ -31,7 +31,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from ._graph import connects_to
+from ._graph import connects_to, split_address
 from ._static import asset, page
 from .live import LiveError, Unreachable, parse_status, unreachable
 
@@ -80,18 +80,6 @@ def host_of(url: str) -> str:
     return "127.0.0.1" if host in LOCAL_HOSTS else host
 
 
-def _split(address: str) -> tuple[str, str, str]:
-    transport, _, rest = address.partition("://")
-    transport = transport.lower()
-    if transport == "tcp+dns":
-        transport = "tcp"
-    if transport != "tcp":
-        return transport, "", rest
-    rest = rest.rsplit(";", 1)[-1]  # tcp://source;destination
-    host, _, port = rest.rpartition(":")
-    return transport, host.strip("[]").lower(), port
-
-
 def _tcp(host: str, port: str) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
@@ -99,8 +87,8 @@ def _tcp(host: str, port: str) -> str:
 def reaches(bound: str, bound_host: str, connect: str, connect_host: str) -> bool:
     """True if a connect to ``connect`` from the app on ``connect_host`` reaches a socket
     bound to ``bound`` by the app on ``bound_host``."""
-    b_transport, b_host, b_port = _split(bound)
-    c_transport, c_host, c_port = _split(connect)
+    b_transport, b_host, b_port = split_address(bound)
+    c_transport, c_host, c_port = split_address(connect)
     if b_transport != c_transport:
         return False
     if b_transport == "tcp":
@@ -154,7 +142,7 @@ def system_edges(apps: Sequence[Watched]) -> list[dict[str, Any]]:
             (other, other_name, other_type)
             for other, other_name, other_type, bound in binds
             if (other is not app or other_name != name)
-            and (other is app or _split(address)[0] != "inproc")
+            and (other is app or split_address(address)[0] != "inproc")
             and reaches(bound, host_of(other.url), address, here)
         ]
         via = {

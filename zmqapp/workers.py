@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import functools
 import json
 import logging
 import os
@@ -279,19 +280,70 @@ def run_workers(
     return asyncio.run(supervisor.run())
 
 
+class Link:
+    """One end of the socket pair between the parent and a worker, on the running loop:
+    newline-delimited JSON messages each way, and its end-of-file when the other side is
+    gone (however it died)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_message: Callable[[dict[str, Any]], None],
+        on_closed: Callable[[], None],
+    ) -> None:
+        self.sock = sock
+        self.on_message = on_message
+        self.on_closed = on_closed
+        self.buffer = b""
+        self.loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            self.on_closed()
+            return
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:  # pragma: no cover - both ends write JSON
+                continue
+            if isinstance(message, dict):
+                self.on_message(message)
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.sock.send(json.dumps(message).encode() + b"\n")
+        except OSError:  # the other side is gone; its end-of-file says so
+            pass
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
 @dataclass
 class Worker:
     """One worker process, as the parent sees it."""
 
     slot: int
     proc: subprocess.Popen[bytes]
-    link: socket.socket
     started: float
     answered: float
+    link: Link | None = None
     ready: bool = False
     stopping: bool = False
     status: dict[str, Any] = field(default_factory=dict)
-    buffer: bytes = b""
     asked: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -428,60 +480,41 @@ class Supervisor:
             pass_fds=(child_end.fileno(),),
         )
         child_end.close()
-        parent_end.setblocking(False)
         now = time.monotonic()
-        worker = Worker(slot, proc, parent_end, started=now, answered=now)
+        worker = Worker(slot, proc, started=now, answered=now)
+        worker.link = Link(
+            parent_end,
+            functools.partial(self._heard, worker),
+            functools.partial(self._died, worker),  # its end closes when it exits
+        )
         self.workers[slot] = worker
-        self.loop.add_reader(parent_end.fileno(), self._read, worker)
         log.info("worker %d started (pid %s)", slot, proc.pid)
 
     def _forget(self, worker: Worker) -> None:
-        assert self.loop is not None
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
-        try:
-            self.loop.remove_reader(worker.link.fileno())
-        except (ValueError, OSError):  # already closed
-            pass
-        worker.link.close()
+        if worker.link is not None:
+            worker.link.close()
 
-    def _read(self, worker: Worker) -> None:
-        """A worker said something, or its end closed (it exited)."""
-        try:
-            data = worker.link.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._died(worker)
-            return
-        worker.buffer += data
-        *lines, worker.buffer = worker.buffer.split(b"\n")
-        for line in lines:
-            try:
-                message = json.loads(line)
-            except ValueError:  # pragma: no cover - workers write JSON
-                continue
-            worker.answered = time.monotonic()
-            op = message.get("op")
-            if op == "ready":
-                worker.ready = True
-                log.info("worker %d (pid %s) is ready", worker.slot, worker.proc.pid)
-            elif op == "stopping":
-                worker.ready = False
-            elif op == "pong":
-                worker.status = message.get("status") or {}
-            elif op == "snapshot":
-                future = worker.asked.pop(int(message.get("id", -1)), None)
-                if future is not None and not future.done():
-                    future.set_result(message.get("snapshot") or {})
+    def _heard(self, worker: Worker, message: dict[str, Any]) -> None:
+        """A worker said something."""
+        worker.answered = time.monotonic()
+        op = message.get("op")
+        if op == "ready":
+            worker.ready = True
+            log.info("worker %d (pid %s) is ready", worker.slot, worker.proc.pid)
+        elif op == "stopping":
+            worker.ready = False
+        elif op == "pong":
+            worker.status = message.get("status") or {}
+        elif op == "snapshot":
+            future = worker.asked.pop(int(message.get("id", -1)), None)
+            if future is not None and not future.done():
+                future.set_result(message.get("snapshot") or {})
 
     def _send(self, worker: Worker, message: dict[str, Any]) -> None:
-        try:
-            worker.link.send(json.dumps(message).encode() + b"\n")
-        except OSError:  # it is gone; its end-of-file will say so
-            pass
+        if worker.link is not None:
+            worker.link.send(message)
 
     def _died(self, worker: Worker) -> None:
         self._forget(worker)
@@ -750,48 +783,27 @@ def _process_state(pid: int) -> str:
 
 
 class ParentLink:
-    """A worker's end of the socket pair to the parent, read on the app's loop."""
+    """A worker's end of the socket pair to the parent: it answers pings and snapshot
+    requests, obeys stops, and calls ``on_parent_gone`` when the parent is gone."""
 
     def __init__(self, app: App, sock: socket.socket, on_parent_gone: Callable[[], None]) -> None:
         self.app = app
-        self.sock = sock
-        self.on_parent_gone = on_parent_gone
-        self.buffer = b""
-        self.loop = asyncio.get_running_loop()
-        sock.setblocking(False)
-        self.loop.add_reader(sock.fileno(), self.read)
+        self.link = Link(sock, self.heard, on_parent_gone)
 
-    def read(self) -> None:
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.close()
-            self.on_parent_gone()
-            return
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            try:
-                message = json.loads(line)
-            except ValueError:  # pragma: no cover - the parent writes JSON
-                continue
-            op = message.get("op")
-            if op == "ping":
-                self.send({"op": "pong", "status": self.status()})
-            elif op == "snapshot":
-                runtime = self.app.runtime
-                snapshot = runtime.snapshot() if runtime is not None else {}
-                self.send({"op": "snapshot", "id": message.get("id"), "snapshot": snapshot})
-            elif op == "stop":
-                timeout = message.get("timeout")
-                if isinstance(timeout, (int, float)):
-                    current = float(self.app.config["SHUTDOWN_TIMEOUT"])
-                    self.app.config["SHUTDOWN_TIMEOUT"] = min(current, float(timeout))
-                self.app.stop()
+    def heard(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "ping":
+            self.send({"op": "pong", "status": self.status()})
+        elif op == "snapshot":
+            runtime = self.app.runtime
+            snapshot = runtime.snapshot() if runtime is not None else {}
+            self.send({"op": "snapshot", "id": message.get("id"), "snapshot": snapshot})
+        elif op == "stop":
+            timeout = message.get("timeout")
+            if isinstance(timeout, (int, float)):
+                current = float(self.app.config["SHUTDOWN_TIMEOUT"])
+                self.app.config["SHUTDOWN_TIMEOUT"] = min(current, float(timeout))
+            self.app.stop()
 
     def status(self) -> dict[str, Any]:
         runtime = self.app.runtime
@@ -801,15 +813,10 @@ class ParentLink:
         return {"state": runtime.state, "in_flight": busy}
 
     def send(self, message: dict[str, Any]) -> None:
-        try:
-            self.sock.send(json.dumps(message).encode() + b"\n")
-        except OSError:
-            pass
+        self.link.send(message)
 
     def close(self) -> None:
-        if self.sock.fileno() >= 0:
-            self.loop.remove_reader(self.sock.fileno())
-            self.sock.close()
+        self.link.close()
 
 
 def worker_main(spec: dict[str, Any]) -> int:
