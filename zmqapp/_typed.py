@@ -129,78 +129,193 @@ def _convert_checked(annotation: Any, body: Any) -> Any:
 
 
 class _Mismatch(Exception):
-    pass
+    """A value that does not fit: ``problem``, at ``where`` (path segments, innermost
+    first, added as the error goes out through each container)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.where: list[str] = []
+
+    def at(self, segment: str) -> _Mismatch:
+        self.where.append(segment)
+        return self
+
+    def path(self, root: str) -> str:
+        return root + "".join(reversed(self.where))
+
+
+Check = Callable[[Any], Any]
 
 
 def _convert(value: Any, tp: Any, path: str) -> Any:
     """Check ``value`` against ``tp`` and return it converted (dataclasses instantiated)."""
-    # The common field types first, without typing's introspection.
-    if (tp is str or tp is int or tp is float) and type(value) is tp:
-        return value
+    try:
+        return _check_for(tp)(value)
+    except _Mismatch as exc:
+        raise _Mismatch(f"{exc.path(path)}: {exc.problem}") from None
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_for(tp: Any) -> Check:
+    """A function that checks a value against ``tp`` and converts it, built once per type:
+    the per-message work is then only what the value needs."""
     if tp is Any or tp is typing.Any:
-        return value
+        return _accept
     if tp is None or tp is type(None):
-        if value is not None:
-            raise _Mismatch(f"{path}: expected null, got {type(value).__name__}")
-        return None
+        return _check_none
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Union or origin is types.UnionType:
-        for option in args:
+        return _check_union(tp, args)
+    if origin is typing.Literal:
+        return _check_literal(args)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _check_dataclass(tp)
+    if is_typed_dict(tp):
+        return _check_typed_dict(tp)
+    if origin in (list, set, frozenset) or tp in (list, set, frozenset):
+        return _check_list(origin or tp, args[0] if args else Any)
+    if origin is tuple or tp is tuple:
+        return _check_tuple(args)
+    if origin is dict or tp is dict or origin is Mapping:
+        key_tp, value_tp = args if args else (Any, Any)
+        return _check_dict(key_tp, value_tp)
+    if tp is float:
+        return _check_float
+    if tp is int:
+        return _check_int
+    if tp is bytes:
+        return _check_bytes
+    if isinstance(tp, type) and tp in (str, bool):
+        return _check_instance(tp)
+    return _accept  # an annotation this checker does not know: accept the value as it is
+
+
+def _accept(value: Any) -> Any:
+    return value
+
+
+def _check_none(value: Any) -> Any:
+    if value is not None:
+        raise _Mismatch(f"expected null, got {_kind(value)}")
+    return None
+
+
+def _check_float(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        return value
+    if kind is bool or not isinstance(value, (int, float)):
+        raise _Mismatch(f"expected a number, got {_kind(value)}")
+    return float(value)
+
+
+def _check_int(value: Any) -> Any:
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Mismatch(f"expected an integer, got {_kind(value)}")
+    return value
+
+
+def _check_bytes(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8")  # JSON has no bytes: a string stands for them
+    if not isinstance(value, bytes):
+        raise _Mismatch(f"expected bytes, got {_kind(value)}")
+    return value
+
+
+def _check_instance(tp: type) -> Check:
+    def check(value: Any) -> Any:
+        if type(value) is tp or isinstance(value, tp):
+            return value
+        raise _Mismatch(f"expected {tp.__name__}, got {_kind(value)}")
+
+    return check
+
+
+def _check_union(tp: Any, options: tuple[Any, ...]) -> Check:
+    def check(value: Any) -> Any:
+        for option in options:
             try:
-                return _convert(value, option, path)
+                return _check_for(option)(value)
             except _Mismatch:
                 continue
-        raise _Mismatch(f"{path}: {value!r} fits none of {tp}")
-    if origin is typing.Literal:
-        if value not in args:
-            raise _Mismatch(f"{path}: expected one of {args!r}, got {value!r}")
+        raise _Mismatch(f"{value!r} fits none of {tp}")
+
+    return check
+
+
+def _check_literal(allowed: tuple[Any, ...]) -> Check:
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise _Mismatch(f"expected one of {allowed!r}, got {value!r}")
         return value
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _convert_dataclass(value, tp, path)
-    if is_typed_dict(tp):
-        return _convert_typed_dict(value, tp, path)
-    if origin in (list, set, frozenset) or tp in (list, set, frozenset):
+
+    return check
+
+
+def _check_list(container: Any, item_tp: Any) -> Check:
+    def check(value: Any) -> Any:
         if not isinstance(value, list):
-            raise _Mismatch(f"{path}: expected a list, got {type(value).__name__}")
-        item = args[0] if args else Any
-        items = [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-        container = origin or tp
+            raise _Mismatch(f"expected a list, got {_kind(value)}")
+        item = _check_for(item_tp)
+        items = []
+        for i, v in enumerate(value):
+            try:
+                items.append(item(v))
+            except _Mismatch as exc:
+                raise exc.at(f"[{i}]") from None
         return items if container is list else container(items)
-    if origin is tuple or tp is tuple:
+
+    return check
+
+
+def _check_tuple(args: tuple[Any, ...]) -> Check:
+    variadic = len(args) == 2 and args[1] is Ellipsis
+
+    def check(value: Any) -> Any:
         if not isinstance(value, (list, tuple)):
-            raise _Mismatch(f"{path}: expected an array, got {type(value).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-        if args:
-            if len(args) != len(value):
-                raise _Mismatch(f"{path}: expected {len(args)} items, got {len(value)}")
-            pairs = enumerate(zip(value, args, strict=True))
-            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in pairs)
-        return tuple(value)
-    if origin is dict or tp is dict or origin is Mapping:
+            raise _Mismatch(f"expected an array, got {_kind(value)}")
+        if not args:
+            return tuple(value)
+        if not variadic and len(args) != len(value):
+            raise _Mismatch(f"expected {len(args)} items, got {len(value)}")
+        items = []
+        for i, v in enumerate(value):
+            try:
+                items.append(_check_for(args[0] if variadic else args[i])(v))
+            except _Mismatch as exc:
+                raise exc.at(f"[{i}]") from None
+        return tuple(items)
+
+    return check
+
+
+def _check_dict(key_tp: Any, value_tp: Any) -> Check:
+    def check(value: Any) -> Any:
         if not isinstance(value, dict):
-            raise _Mismatch(f"{path}: expected an object, got {type(value).__name__}")
-        key_tp, value_tp = args if args else (Any, Any)
-        return {
-            _convert(k, key_tp, f"{path} key"): _convert(v, value_tp, f"{path}[{k!r}]")
-            for k, v in value.items()
-        }
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Mismatch(f"{path}: expected a number, got {type(value).__name__}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Mismatch(f"{path}: expected an integer, got {type(value).__name__}")
-        return value
-    if tp is bytes and isinstance(value, str):
-        return value.encode("utf-8")  # JSON has no bytes: a string stands for them
-    if isinstance(tp, type) and tp in (str, bytes, bool):
-        if not isinstance(value, tp):
-            raise _Mismatch(f"{path}: expected {tp.__name__}, got {type(value).__name__}")
-        return value
-    return value  # an annotation this checker does not know: accept the value as it is
+            raise _Mismatch(f"expected an object, got {_kind(value)}")
+        key_check, value_check = _check_for(key_tp), _check_for(value_tp)
+        out = {}
+        for k, v in value.items():
+            try:
+                checked_key = key_check(k)
+            except _Mismatch as exc:
+                raise exc.at(" key") from None
+            try:
+                out[checked_key] = value_check(v)
+            except _Mismatch as exc:
+                raise exc.at(f"[{k!r}]") from None
+        return out
+
+    return check
 
 
 @functools.lru_cache(maxsize=1024)
@@ -213,11 +328,9 @@ def _hints(tp: type) -> dict[str, Any]:
         return {}
 
 
-@functools.lru_cache(maxsize=1024)
-def _fields(tp: type) -> tuple[tuple[str, Any, bool], ...]:
-    """A dataclass's init fields: (name, annotation, required), worked out once per type."""
+def _check_dataclass(tp: type) -> Check:
     hints = _hints(tp)
-    return tuple(
+    fields = [
         (
             field.name,
             hints.get(field.name, Any),
@@ -225,30 +338,58 @@ def _fields(tp: type) -> tuple[tuple[str, Any, bool], ...]:
         )
         for field in dataclasses.fields(tp)
         if field.init
-    )
+    ]
+
+    # Each field's check, found on the first call (not here: a dataclass may contain itself).
+    # A field whose value already has exactly its plain type (str, int, float, bool) skips it.
+    resolved: list[tuple[str, Any, Check, bool]] = []
+
+    def check(value: Any) -> Any:
+        if type(value) is not dict and not isinstance(value, dict):
+            raise _Mismatch(f"expected an object, got {_kind(value)}")
+        if not resolved:
+            resolved.extend(
+                (name, annotation if annotation in _PLAIN else None, _check_for(annotation), req)
+                for name, annotation, req in fields
+            )
+        kwargs = {}
+        for name, plain, field_check, required in resolved:
+            if name in value:
+                item = value[name]
+                if type(item) is plain:
+                    kwargs[name] = item
+                    continue
+                try:
+                    kwargs[name] = field_check(item)
+                except _Mismatch as exc:
+                    raise exc.at(f".{name}") from None
+            elif required:
+                raise _Mismatch("missing").at(f".{name}")
+        return tp(**kwargs)
+
+    return check
 
 
-def _convert_dataclass(value: Any, tp: type, path: str) -> Any:
-    if not isinstance(value, dict):
-        raise _Mismatch(f"{path}: expected an object, got {type(value).__name__}")
-    kwargs = {}
-    for name, annotation, required in _fields(tp):
-        if name in value:
-            kwargs[name] = _convert(value[name], annotation, f"{path}.{name}")
-        elif required:
-            raise _Mismatch(f"{path}.{name}: missing")
-    return tp(**kwargs)
+_PLAIN = (str, int, float, bool)
 
 
-def _convert_typed_dict(value: Any, tp: type, path: str) -> Any:
-    if not isinstance(value, dict):
-        raise _Mismatch(f"{path}: expected an object, got {type(value).__name__}")
+def _check_typed_dict(tp: type) -> Check:
     hints = _hints(tp)
-    for key in getattr(tp, "__required_keys__", ()):
-        if key not in value:
-            raise _Mismatch(f"{path}.{key}: missing")
-    return {
-        key: _convert(item, hints[key], f"{path}.{key}") if key in hints else item
-        for key, item in value.items()
-        if key in hints
-    }
+    required = tuple(getattr(tp, "__required_keys__", ()))
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _Mismatch(f"expected an object, got {_kind(value)}")
+        for key in required:
+            if key not in value:
+                raise _Mismatch("missing").at(f".{key}")
+        out = {}
+        for key, item in value.items():
+            if key in hints:
+                try:
+                    out[key] = _check_for(hints[key])(item)
+                except _Mismatch as exc:
+                    raise exc.at(f".{key}") from None
+        return out
+
+    return check
