@@ -305,3 +305,41 @@ def test_a_raising_signal_receiver_does_not_wedge_the_channel(
         signals.message_received.disconnect(broken, sender=app)
     push.send(b"after")
     wait_for(lambda: got == [b"after"])
+
+
+def test_several_plain_handlers_each_run_when_one_fails(app: App, running: Any, peer: Any) -> None:
+    """Several plain handlers share the fast path: each gets every message, in order; one
+    that raises is reported and answered for, and does not keep the others from running."""
+    calls: list[str] = []
+    failures: list[str] = []
+
+    @app.channel("ask", endpoint="@tcp://127.0.0.1:*", type="REP")
+    def first(body: bytes) -> bytes | None:
+        calls.append("first " + body.decode())
+        return body.upper() if body == b"ok" else None
+
+    @app.handler("ask")
+    def second(body: bytes) -> None:
+        calls.append("second " + body.decode())
+        if body == b"bad":
+            raise KeyError("second fails")
+
+    def failed(sender: App, message: Any, handler: Any, exception: Any) -> None:
+        failures.append(handler.__name__)
+
+    from zmqapp import signals
+
+    signals.handler_failed.connect(failed, sender=app)
+    try:
+        running(app)
+        req = peer(zmq.REQ, connect=app.channels["ask"].bound[0])
+        req.send(b"ok")
+        assert req.recv() == b"OK"
+        req.send(b"bad")
+        assert req.recv().startswith(b'ZMQAPP-ERROR {"kind":"handler_failed","error":"KeyError"')
+    finally:
+        signals.handler_failed.disconnect(failed, sender=app)
+    assert calls == ["first ok", "second ok", "first bad", "second bad"]
+    assert failures == ["second"]
+    stats = app.channels["ask"].stats
+    assert (stats.handled, stats.failed) == (2, 1)

@@ -364,3 +364,22 @@ def test_serving_http_on_a_taken_port_fails_the_start(running: Any) -> None:
     second.channel("c", endpoint=TCP, type="PULL")(lambda b: None)
     with pytest.raises(Exception, match=r"HTTP could not listen on 127\.0\.0\.1"):
         asyncio.run(second.serve())
+
+
+def test_mismatched_socket_types_are_named(
+    running: Any, peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """libzmq reports a PUSH meeting a PUSH only as a connection that closes at once: a
+    connection that closes before its handshake is counted and said, with what pairs."""
+    caplog.set_level(logging.WARNING)
+    app = served_app()
+    app.add_channel("out", endpoint=TCP, type="PUSH")
+    running(app)
+    peer(zmq.PUSH, connect=app.channels["out"].bound[0])  # a PUSH cannot talk to a PUSH
+    wait_for(lambda: any("closed before the ZeroMQ handshake" in r.getMessage()
+                         for r in caplog.records))  # fmt: skip
+    [line] = [r.getMessage() for r in caplog.records if "before the ZeroMQ" in r.getMessage()][:1]
+    assert "does the peer's socket type pair with PUSH (it talks to PULL)" in line
+    values = samples(get(url_of(app) + "/metrics")[1])
+    labels = (("app", "served"), ("channel", "out"), ("reason", "closed_before_handshake"))
+    assert values[("zmqapp_handshake_failures_total", labels)] >= 1

@@ -19,6 +19,7 @@ KIND_TEXT = {
     "decode_failed": "undecodable messages",
     "handler_failed": "handler failures",
     "too_large": "oversized messages",
+    "handshake": "connections closed before their handshake",
 }
 
 

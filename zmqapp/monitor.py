@@ -23,8 +23,10 @@ from typing import Any
 
 import zmq
 
+from ._problems import ProblemLog
 from .channel import Channel
 from .signals import peer_connected, peer_disconnected, socket_event
+from .socket_types import KINDS
 
 log = logging.getLogger("zmqapp")
 
@@ -61,6 +63,11 @@ def describe_value(event: str, value: int) -> str:
     return str(value)
 
 
+def _pairs_with(channel: Channel) -> str:
+    names = sorted(KINDS[t].name for t in channel.kind.peers)
+    return "it talks to " + " or ".join(names)
+
+
 def _peer_address(fd: int, endpoint: str) -> str:
     """The remote address of a TCP connection libzmq owns (``tcp://ip:port``), else
     ``endpoint``. The descriptor is duplicated and only asked for its peer."""
@@ -83,15 +90,19 @@ class SocketMonitor:
         channel: Channel,
         sock: zmq.Socket[Any] | None,
         monitor: zmq.Socket[Any] | None = None,
+        problems: ProblemLog | None = None,
     ) -> None:
         """Monitor ``sock``, or read ``monitor``, a monitor socket made by the thread that
         owns the monitored socket (a ``--workers`` proxy), which this one then never touches."""
         self.app = app
         self.channel = channel
         self.socket = sock
+        self.problems = problems or ProblemLog(log)
         self.loop = asyncio.get_running_loop()
         #: Connected peers: libzmq's descriptor of each connection -> the peer's address.
         self.peers: dict[int, str] = {}
+        #: Connections opened on each endpoint whose ZMTP handshake has not succeeded yet.
+        self.unshaken: dict[str, int] = {}
         if monitor is None:
             assert sock is not None
             monitor = sock.get_monitor_socket(_EVENT)
@@ -121,10 +132,30 @@ class SocketMonitor:
         if name in ("connected", "accepted"):
             address = endpoint if name == "connected" else _peer_address(value, endpoint)
             self.peers[value] = address
+            self.unshaken[endpoint] = self.unshaken.get(endpoint, 0) + 1
             if peer_connected.receivers:
                 peer_connected.send(self.app, channel=channel, address=address)
+        elif name == "handshake_succeeded":
+            self.unshaken[endpoint] = max(0, self.unshaken.get(endpoint, 0) - 1)
         elif name == "disconnected":
             address = self.peers.pop(value, endpoint)
+            if self.unshaken.get(endpoint, 0) > 0:
+                # Closed before the handshake: libzmq says no more when socket types do not
+                # pair (a PUSH meeting a PUSH), or one side speaks CURVE and the other not.
+                self.unshaken[endpoint] -= 1
+                channel.stats.handshake("closed_before_handshake")
+                self.problems.report(
+                    channel.name,
+                    "handshake",
+                    "channel %r: a connection with %s closed before the ZeroMQ handshake "
+                    "completed; does the peer's socket type pair with %s (%s), and do both "
+                    "sides agree on CURVE?",
+                    channel.name,
+                    address,
+                    channel.type_name,
+                    _pairs_with(channel),
+                    peer=address,
+                )
             if peer_disconnected.receivers:
                 peer_disconnected.send(self.app, channel=channel, address=address)
         elif name in _FAILED:

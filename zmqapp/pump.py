@@ -152,7 +152,9 @@ class Pump:
         #: True when some receiver is a coroutine (or threaded) handler.
         self.is_async = False
         #: The fast path's handler, its single-frame body decoder (None: raw bytes), and its
-        #: multipart body maker (None: multipart messages take the general path).
+        #: multipart body maker (None: multipart messages take the general path). With several
+        #: handlers, ``fast_fans`` holds each one's function and invoker.
+        self.fast_fans: tuple[tuple[Callable[[Any], Any], Invoker], ...] | None = None
         self.fast_fn: Callable[[Any], Any] | None = None
         self.fast_decode: Callable[[bytes], Any] | None = None
         self.fast_multi: Callable[[Frames], Any] | None = None
@@ -215,21 +217,30 @@ class Pump:
             is_async = is_async or receiver_async
         self.invokers = tuple(invokers)
         self.is_async = is_async
-        # Decide here, not per message, whether the fast path applies: one plain function that
-        # takes only the body, on a socket without envelopes or topics.
-        handler = receivers[0] if len(receivers) == 1 else None
+        # Decide here, not per message, whether the fast path applies: plain functions that
+        # take only the body (typed: just one), on a socket without envelopes.
         self.fast_fn = self.fast_decode = self.fast_multi = None
+        self.fast_fans = None
+        plain = all(
+            isinstance(r, Handler)
+            and r.body_param is not None
+            and r.body_positional
+            and not r.inject
+            and (r.convert is None or len(receivers) == 1)
+            for r in receivers
+        )
         if (
-            isinstance(handler, Handler)
+            receivers
+            and plain
             and self.tracer is None
             and not channel.trace
             and not is_async
-            and handler.body_param is not None
-            and handler.body_positional
-            and not handler.inject
             and channel.socket_type != _ROUTER
             and not self.user_ids
         ):
+            handler = receivers[0]
+            if len(receivers) > 1:  # every handler gets every message, in order
+                self.fast_fans = tuple(zip((r.fn for r in receivers), invokers, strict=True))
             convert = handler.convert
             codec = channel.codec
             decode: Callable[[bytes], Any] | None = None
@@ -338,6 +349,7 @@ class Pump:
             return self.drain_messages()
         recv = self.recv
         fn = cast("Callable[[Any], Any]", self.fast_fn)
+        fans = self.fast_fans
         decode = self.fast_decode
         multi = self.fast_multi
         topical = self.channel.kind.topical
@@ -386,7 +398,31 @@ class Pump:
                         self.current = frame
                         self.decode_failed([frame.bytes], body_error(self.channel.codec, exc))
                         body = _SKIP
-                if body is not _SKIP:
+                if body is not _SKIP and fans is not None:  # several handlers, in order
+                    reply: Any = None
+                    failures: list[tuple[Invoker, Exception]] | None = None
+                    for each, invoke in fans:
+                        try:
+                            result = each(body)
+                        except Exception as exc:
+                            failures = [*(failures or []), (invoke, exc)]
+                            continue
+                        if result is not None:
+                            if not replies:
+                                if forward is not None:
+                                    forward.send_body(result, force=True)
+                            elif reply is None:
+                                reply = result
+                    if failures is not None:
+                        self.fans_failed(failures, body, frame, frames, topical)
+                    else:
+                        handled += 1
+                        if replies:  # REP: always answer
+                            self.send_reply(
+                                [b""] if reply is None else encode_body(self.channel.codec, reply),
+                                True,
+                            )
+                elif body is not _SKIP:
                     try:
                         result = fn(body)
                     except Exception as exc:
@@ -435,6 +471,23 @@ class Pump:
             self.stats.handled += handled
             if timing is not None and count > marked:
                 timing.observe((_monotonic() - mark) / (count - marked), count - marked)
+
+    def fans_failed(
+        self,
+        failures: list[tuple[Invoker, Exception]],
+        body: Any,
+        frame: zmq.Frame,
+        frames: Frames | None,
+        topical: bool,
+    ) -> None:
+        """Some of several fast-path handlers raised: report each, and finish the message
+        as failed (an error reply on REP)."""
+        self.current = frame
+        topic = frames[0] if topical and frames else None
+        message = Message(self.channel, frames or [frame.bytes], body, None, topic)
+        for failed, error in failures:
+            self.handler_failed(message, failed, error)
+        self.finish(message, None, failures[-1][1], own_callback=True)
 
     def drain_messages(self) -> bool:
         """Read and dispatch up to one batch through the general path; True if the batch ran

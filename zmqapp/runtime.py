@@ -288,7 +288,7 @@ class Runtime:
             or peer_disconnected.receivers
         )
         if wanted or channel.monitor or channel.security:
-            self.monitors.append(SocketMonitor(self.app, channel, sock))
+            self.monitors.append(SocketMonitor(self.app, channel, sock, problems=self.problems))
 
     def _follow_receivers(self, channel: Channel, pump: Pump) -> None:
         """Rebuild the pump's receivers whenever something connects to or disconnects from
