@@ -114,6 +114,26 @@ def test_taps_see_messages_while_the_handler_handles_them_all(
     assert [(r["direction"], r["body"]) for r in sent] == [("out", {"done": n}) for n in range(5)]
 
 
+@pytest.mark.timeout(40)
+def test_tap_record_then_replay_reproduces_the_bodies_in_order(
+    spawn: Any, peer: Any, tapped: Served, tmp_path: Path
+) -> None:
+    recording = tmp_path / "tasks.jsonl"
+    tap = spawn([*ZMQAPP, "tap", tapped.url, "tasks", "--count", "10", "--record",
+                 str(recording)])  # fmt: skip
+    tap.wait_for_line("tapping channel", stream="err")
+    push = peer(zmq.PUSH, connect=tapped.bound["tasks"])
+    for n in range(10):
+        push.send_json({"n": n})
+    assert tap.wait(20) == 0, tap.err
+    tap.wait_for_line(r"recorded 10 message\(s\)", stream="err")
+    sink = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
+    replay = spawn([*ZMQAPP, "replay", str(recording), sink.last_endpoint.decode(),
+                    "--type", "PUSH", "--speed", "0"])  # fmt: skip
+    assert [sink.recv_json() for _ in range(10)] == [{"n": n} for n in range(10)]
+    assert replay.wait(20) == 0, replay.err
+
+
 @pytest.mark.timeout(60)
 def test_a_tap_that_does_not_read_drops_and_never_slows_the_app(spawn: Any, peer: Any) -> None:
     app = Served(spawn, TAPPED, env={"FORWARD": "0"})

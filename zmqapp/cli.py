@@ -757,8 +757,20 @@ def _app_urls(values: Sequence[str]) -> list[str]:
 @click.option("--count", type=click.IntRange(min=1), help="Exit after this many messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per message.")
 @token_option
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Also write what the channel receives (a send-only channel: what it sends) to FILE, "
+    "with its timing, for zmqapp replay.",
+)
 def tap_command(
-    url: str, channel: str, count: int | None, as_json: bool, token: str | None
+    url: str,
+    channel: str,
+    count: int | None,
+    as_json: bool,
+    token: str | None,
+    record: str | None,
 ) -> None:
     """Print what CHANNEL of a running app receives and sends, as it happens.
 
@@ -769,13 +781,18 @@ def tap_command(
     loses messages, never slows the app: how many is said on stderr.
 
     \b
+    With --record FILE, what the channel receives (for a channel that only sends: what it
+    sends) is also written to FILE with its timing, for zmqapp replay.
+
+    \b
     Examples:
       zmqapp tap http://127.0.0.1:9100 tasks
       zmqapp tap http://ingest:9100 readings --count 20 --json --token "$TOKEN"
+      zmqapp tap http://127.0.0.1:9100 tasks --count 100 --record tasks.jsonl
     """
     [base] = _app_urls([url])
     with live_errors():
-        live.tap(base, channel, token=token, count=count, as_json=as_json)
+        live.tap(base, channel, token=token, count=count, as_json=as_json, record=record)
 
 
 @main.command("top")

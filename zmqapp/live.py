@@ -12,6 +12,7 @@ the same interval (:func:`percentile`).
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import datetime
 import http.client
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import click
+
+from .recording import Recorder
 
 #: Seconds a stream may stay silent before the tool gives up (the app sends an empty line
 #: every 5 s while nothing passes).
@@ -176,15 +179,49 @@ def tap(
     token: str | None = None,
     count: int | None = None,
     as_json: bool = False,
+    record: str | None = None,
     out: Callable[[str], None] = click.echo,
     note: Callable[[str], None] = lambda text: click.echo(text, err=True),
 ) -> TapResult:
     """Print what ``channel`` of the app at ``url`` receives and sends, as it happens.
 
     Each message is one line, by :func:`format_tap_record` (``as_json``: the stream's own JSON
-    line). Returns after ``count`` messages, or on Ctrl-C or SIGTERM; raises
-    :class:`LiveError` when the app refuses, or ends the stream first.
+    line). With ``record``, the messages the channel receives (or, for a channel that only
+    sends, sends) are also written to that file, with the app's timing, in the format of
+    :mod:`zmqapp.recording`, for ``zmqapp replay``. Returns after ``count`` messages, or on
+    Ctrl-C or SIGTERM; raises :class:`LiveError` when the app refuses, or ends the stream
+    first.
     """
+    recorder: Recorder | None = None
+    recorded = "in"
+    if record is not None:
+        kind = fetch_status(url, token)["channels"].get(channel, {}).get("type")
+        recorded = "out" if kind in ("PUSH", "PUB") else "in"
+        try:
+            recorder = Recorder.open(record, source={"url": url, "channel": channel,
+                                                     "direction": recorded})  # fmt: skip
+        except OSError as exc:
+            raise LiveError(f"cannot write the recording {record}: {exc.strerror or exc}") from None
+    try:
+        return _tap(url, channel, token, count, as_json, recorder, recorded, out, note)
+    finally:
+        if recorder is not None:
+            recorder.close()
+            note(f"recorded {recorder.count} message(s) to {record}")
+
+
+def _tap(
+    url: str,
+    channel: str,
+    token: str | None,
+    count: int | None,
+    as_json: bool,
+    recorder: Recorder | None,
+    recorded: str,
+    out: Callable[[str], None],
+    note: Callable[[str], None],
+) -> TapResult:
+    first: float | None = None
     path = "/tap/" + urllib.parse.quote(channel, safe="")
     if count is not None:
         path += f"?count={count}"
@@ -208,6 +245,12 @@ def tap(
                     continue
                 result.messages += 1
                 out(line if as_json else format_tap_record(record))
+                if recorder is not None and record.get("direction") == recorded:
+                    when = float(record.get("time") or 0.0)
+                    first = when if first is None else first
+                    recorder.write(
+                        [_frame_bytes(f) for f in record.get("frames") or []], when - first
+                    )
                 if count is not None and result.messages >= count:
                     return result
         finally:
@@ -219,6 +262,13 @@ def tap(
             )
         raise LiveError("the app ended the tap (is it stopping?)")
     return result  # interrupted
+
+
+def _frame_bytes(frame: Any) -> bytes:
+    """A frame of the tap stream as bytes: text is UTF-8, else ``{"encoding": "base64"}``."""
+    if isinstance(frame, dict):
+        return base64.b64decode(str(frame.get("data", "")))
+    return str(frame).encode("utf-8")
 
 
 def _records(url: str, response: http.client.HTTPResponse) -> Iterator[tuple[dict[str, Any], str]]:
