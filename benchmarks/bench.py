@@ -244,13 +244,15 @@ def build_cases(args: argparse.Namespace, peers: dict[str, str | None]) -> list[
             [
                 Variant("raw pyzmq recv_multipart loop", pull(raw_c, one)),
                 Variant("zmqapp", pull(zmqapp_c, one), Target(">=", 1.2)),
+                Variant("zmqapp, HTTP on (metrics, timing)", pull(zmqapp_c, one, http=True)),
                 Variant("ZMQStream.on_recv", pull(oneway.zmqstream_loop, one)),
                 Variant("zmq.asyncio", pull(oneway.asyncio_loop, one)),
                 Variant("aiozmq (ZmqProtocol)", **peer("aiozmq", pull(oneway.aiozmq_loop, one))),
             ],
             producer=lambda: ceiling_run(n, one),
-            extra=peer_table(
-                "zmqapp", ["ZMQStream.on_recv", "zmq.asyncio", "aiozmq (ZmqProtocol)"]
+            extra=both(
+                peer_table("zmqapp", ["ZMQStream.on_recv", "zmq.asyncio", "aiozmq (ZmqProtocol)"]),
+                peer_table("zmqapp, HTTP on (metrics, timing)", ["zmqapp"], [Target(">=", 0.9)]),
             ),
         ),
         Case(
@@ -595,6 +597,11 @@ def _producer_line(case: Case) -> str:
         f"{_spread(rates, lambda x: f'{x:,.0f}')}); the fastest consumer's median is "
         f"{fastest / median:.0%} of it."
     )
+
+
+def both(*tables: Callable[[Case], list[str]]) -> Callable[[Case], list[str]]:
+    """Several extra tables under one case."""
+    return lambda case: [line for table in tables for line in table(case)]
 
 
 def peer_table(

@@ -373,17 +373,21 @@ def zmqapp_consumer(
     sub: bool = False,
     handlers: int = 1,
     without_pydantic: bool = False,
+    http: bool = False,
 ) -> dict[str, Any]:
     """A zmqapp app with one PULL channel (or a SUB channel connecting to ``endpoint``) and
     ``handlers`` handlers: the first counts, the others do nothing.
 
     ``without_pydantic`` makes pydantic unimportable in this process, as on an install
-    without it, so typed bodies go through zmqapp's own checks."""
+    without it, so typed bodies go through zmqapp's own checks. ``http`` serves the HTTP side
+    (on a port the OS picks), which keeps the processing-time histogram and peer counts."""
     if without_pydantic:
         sys.modules["pydantic"] = None  # type: ignore[assignment]
     from zmqapp import App
 
     app = App("bench-consumer")
+    if http:
+        app.config["HTTP"] = "127.0.0.1:0"
     tally = Tally(count, app.stop)
     handle = typed_counter(tally) if typed else counter(tally)
     if sub:
