@@ -55,12 +55,13 @@ class TypedBody:
     ) -> None:
         self.annotation = annotation
         self.name: str = getattr(annotation, "__name__", repr(annotation))
-        self._convert = convert
+        #: The conversion itself, as a plain function (what the hot loop calls).
+        self.convert = convert
         #: Validate a JSON document's bytes directly (pydantic installed), else None.
         self.from_json = from_json
 
     def __call__(self, body: Any) -> Any:
-        return self._convert(body)
+        return self.convert(body)
 
     def __repr__(self) -> str:
         return f"<TypedBody {self.name}>"
@@ -73,7 +74,7 @@ def converter_for(annotation: Any) -> TypedBody | None:
     if not (is_dataclass or is_typed_dict(annotation) or is_model):
         return None
     adapter = _pydantic_adapter(annotation)
-    checked = functools.partial(_convert_checked, annotation)
+    checked = _checked(annotation)
     if adapter is None:
         return TypedBody(annotation, checked, None)
     from_python, from_json = adapter
@@ -120,12 +121,21 @@ def _pydantic_adapter(
     return from_python, from_json
 
 
-def _convert_checked(annotation: Any, body: Any) -> Any:
+def _checked(annotation: Any) -> Converter:
+    """zmqapp's own check of a body against ``annotation``, raising :class:`DecodeError`."""
     name = getattr(annotation, "__name__", repr(annotation))
-    try:
-        return _convert(body, annotation, "body")
-    except _Mismatch as exc:
-        raise DecodeError(f"the body does not fit {name}: {exc}") from None
+    check = _check_for(annotation)
+    if isinstance(check, _LazyCheck):
+        check = check.compiled()  # the outermost type is not recursive: no indirection
+
+    def convert(body: Any) -> Any:
+        try:
+            return check(body)
+        except _Mismatch as exc:
+            raise DecodeError(f"the body does not fit {name}: {exc.path('body')}: "
+                              f"{exc.problem}") from None  # fmt: skip
+
+    return convert
 
 
 class _Mismatch(Exception):
@@ -339,34 +349,70 @@ def _check_dataclass(tp: type) -> Check:
         for field in dataclasses.fields(tp)
         if field.init
     ]
+    return _LazyCheck(lambda: _compile_dataclass(tp, fields))
 
-    # Each field's check, found on the first call (not here: a dataclass may contain itself).
-    # A field whose value already has exactly its plain type (str, int, float, bool) skips it.
-    resolved: list[tuple[str, Any, Check, bool]] = []
 
-    def check(value: Any) -> Any:
-        if type(value) is not dict and not isinstance(value, dict):
-            raise _Mismatch(f"expected an object, got {_kind(value)}")
-        if not resolved:
-            resolved.extend(
-                (name, annotation if annotation in _PLAIN else None, _check_for(annotation), req)
-                for name, annotation, req in fields
-            )
-        kwargs = {}
-        for name, plain, field_check, required in resolved:
-            if name in value:
-                item = value[name]
-                if type(item) is plain:
-                    kwargs[name] = item
-                    continue
-                try:
-                    kwargs[name] = field_check(item)
-                except _Mismatch as exc:
-                    raise exc.at(f".{name}") from None
-            elif required:
-                raise _Mismatch("missing").at(f".{name}")
-        return tp(**kwargs)
+class _LazyCheck:
+    """A check built on its first use: a dataclass may contain itself, so its fields' checks
+    cannot all exist while its own is being made."""
 
+    def __init__(self, build: Callable[[], Check]) -> None:
+        self.build = build
+        self._check: Check | None = None
+
+    def compiled(self) -> Check:
+        if self._check is None:
+            self._check = self.build()
+        return self._check
+
+    def __call__(self, value: Any) -> Any:
+        return self.compiled()(value)
+
+
+_MISSING = object()
+
+
+def _compile_dataclass(tp: type, fields: list[tuple[str, Any, bool]]) -> Check:
+    """A dataclass's check as straight-line code, one block per field, the way the standard
+    library's ``dataclasses`` writes ``__init__``: a loop over the fields costs several times
+    what checking a small body does. A value that already has its field's plain type (str,
+    int, float, bool) skips the field's check."""
+    env: dict[str, Any] = {"_Mismatch": _Mismatch, "_kind": _kind, "_MISSING": _MISSING, "tp": tp}
+    lines = [
+        "def check(value):",
+        "    if type(value) is not dict and not isinstance(value, dict):",
+        "        raise _Mismatch(f'expected an object, got {_kind(value)}')",
+    ]
+    passed = []
+    optional = []
+    for i, (name, annotation, required) in enumerate(fields):
+        env[f"check_{i}"] = _check_for(annotation)
+        env[f"plain_{i}"] = annotation if annotation in _PLAIN else None
+        where = repr(f".{name}")
+        lines.append(f"    v{i} = value.get({name!r}, _MISSING)")
+        if required:
+            lines.append(f"    if v{i} is _MISSING:")
+            lines.append(f"        raise _Mismatch('missing').at({where})")
+            lines.append(f"    if type(v{i}) is not plain_{i}:")
+            passed.append(f"{name}=v{i}")
+        else:
+            lines.append(f"    if v{i} is not _MISSING and type(v{i}) is not plain_{i}:")
+            optional.append((name, i))
+        lines.append("        try:")
+        lines.append(f"            v{i} = check_{i}(v{i})")
+        lines.append("        except _Mismatch as exc:")
+        lines.append(f"            raise exc.at({where}) from None")
+    if not optional:
+        lines.append(f"    return tp({', '.join(passed)})")
+    else:
+        lines.append(f"    kwargs = dict({', '.join(passed)})")
+        for name, i in optional:
+            lines.append(f"    if v{i} is not _MISSING:")
+            lines.append(f"        kwargs[{name!r}] = v{i}")
+        lines.append("    return tp(**kwargs)")
+    namespace: dict[str, Any] = {}
+    exec("\n".join(lines), env, namespace)  # the code is built from field names only
+    check: Check = namespace["check"]
     return check
 
 

@@ -254,7 +254,7 @@ class Pump:
             elif convert.from_json is not None and isinstance(codec, JsonCodec):
                 self.fast_fn, self.fast_decode = handler.fn, convert.from_json
             elif decode is not None:
-                self.fast_fn, self.fast_decode = handler.fn, _then(decode, convert)
+                self.fast_fn, self.fast_decode = handler.fn, _then(decode, convert.convert)
         self.set_mode(self.mode)
 
     def keep_timing(self) -> None:
