@@ -343,3 +343,87 @@ def test_several_plain_handlers_each_run_when_one_fails(app: App, running: Any, 
     assert failures == ["second"]
     stats = app.channels["ask"].stats
     assert (stats.handled, stats.failed) == (2, 1)
+
+
+@pytest.mark.parametrize("handlers", [1, 2])
+def test_a_rep_reply_that_cannot_be_encoded_is_a_failure_and_the_service_answers_on(
+    app: App, running: Any, peer: Any, handlers: int
+) -> None:
+    """An unencodable result is its handler's failure, answered with an error reply, on the
+    fast path (one or several plain handlers) as on the general one; the next request is
+    answered as usual."""
+
+    @app.channel("svc", endpoint=TCP, type="REP", codec="json")
+    def svc(body: str) -> Any:
+        return object() if body == "bad" else {"echo": body}
+
+    for _ in range(handlers - 1):
+        app.handler("svc")(lambda body: None)
+    running(app)
+    req = peer(zmq.REQ, connect=app.channels["svc"].bound[0])
+    replies = []
+    for body in ("ok1", "bad", "ok2"):
+        req.send_json(body)
+        replies.append(req.recv())
+    assert replies[0] == b'{"echo":"ok1"}' and replies[2] == b'{"echo":"ok2"}'
+    assert replies[1].startswith(b'ZMQAPP-ERROR {"kind":"handler_failed","error":"TypeError"')
+    stats = app.channels["svc"].stats
+    assert (stats.received, stats.handled, stats.failed) == (3, 3, 1)
+
+
+def test_a_forwarded_result_that_cannot_be_encoded_does_not_stall_the_channel(
+    app: App, running: Any, peer: Any
+) -> None:
+    """One result send_to cannot encode: that message fails, the rest of its batch (already
+    queued, announced by no new edge) is still read and forwarded."""
+
+    @app.channel("in", endpoint=TCP, type="PULL", codec="json", send_to="out")
+    def work(body: int) -> Any:
+        return object() if body == 0 else body
+
+    app.add_channel("out", endpoint=TCP, type="PUSH", codec="json")
+    running(app)
+    sink = peer(zmq.PULL, connect=app.channels["out"].bound[0])
+    push = peer(zmq.PUSH, connect=app.channels["in"].bound[0])
+    for i in range(50):
+        push.send_json(i)
+    assert sorted(sink.recv_json() for _ in range(49)) == list(range(1, 50))
+    wait_for(lambda: app.channels["in"].stats.handled == 50)
+    assert app.channels["in"].stats.failed == 1
+
+
+@pytest.mark.parametrize("kind", ["PULL", "REP"])
+def test_a_raising_handler_failed_receiver_does_not_wedge_the_fast_path(
+    app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """A receiver of handler_failed that raises, on the fast path: the rest of the batch is
+    read, and a REP service answers the request it could not finish with an error."""
+    got: list[bytes] = []
+
+    @app.channel("svc", endpoint=TCP, type=kind)
+    def svc(body: bytes) -> bytes:
+        if body == b"bad":
+            raise ValueError("bad")
+        got.append(body)
+        return body
+
+    def broken(sender: App, **kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    signals.handler_failed.connect(broken, sender=app)
+    try:
+        running(app)
+        if kind == "PULL":
+            push = peer(zmq.PUSH, connect=app.channels["svc"].bound[0])
+            for i in range(20):
+                push.send(b"bad" if i == 3 else b"%d" % i)
+            wait_for(lambda: len(got) == 19)
+        else:
+            req = peer(zmq.REQ, connect=app.channels["svc"].bound[0])
+            req.send(b"bad")
+            assert req.recv().startswith(b'ZMQAPP-ERROR {"kind":"handler_failed"')
+            req.send(b"after")
+            assert req.recv() == b"after"
+    finally:
+        signals.handler_failed.disconnect(broken, sender=app)
+    assert "a receiver of a zmqapp signal failed on channel 'svc'" in caplog.text

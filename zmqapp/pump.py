@@ -317,11 +317,20 @@ class Pump:
             except zmq.ZMQError as exc:
                 if exc.errno != zmq.EFSM:
                     raise
-                # A REQ socket with no request outstanding refuses to read: nothing to read,
-                # but take its commands, or the descriptor stays set.
-                self.get_option(_EVENTS)
-                self.found_empty(0)
-                more = False
+                more = self.refused_read()
+            except Exception as exc:
+                # A signal receiver (handler_failed, message_sent...) raised in the middle of a
+                # batch. Say so, and read on: what is queued raised no new edge, so a batch
+                # left unfinished here would never be read.
+                self.host.problems.report(
+                    self.name,
+                    "handler_failed",
+                    "a receiver of a zmqapp signal failed on channel %r",
+                    self.name,
+                    level=logging.ERROR,
+                    exc_info=exc,
+                )
+                more = True
             if more:
                 self.schedule_check()  # batch used up: let other channels run first (rule 1)
                 return
@@ -334,6 +343,23 @@ class Pump:
             events = self.get_option(_EVENTS)
             if (events & _POLLOUT) or (events & _POLLIN and self.reading):
                 self.schedule_check()
+
+    def refused_read(self) -> bool:
+        """The socket refused to read (EFSM); True to look again soon.
+
+        A REQ socket with no request outstanding refuses: nothing to read, but take its
+        commands, or the descriptor stays set. A REP socket refuses when the last request got
+        no answer, which only happens when code around a handler failed (a signal receiver
+        raised before the reply went out): answer it with an error now, or the service
+        would never answer again."""
+        if self.reply_type == _REP and self.in_flight == 0:
+            failed = RuntimeError("zmqapp could not answer this request (see the service's log)")
+            log.error("channel %r owed a reply and answers with an error", self.name)
+            self.send_reply([error_reply("handler_failed", failed, self.name, True)], True)
+            return True
+        self.get_option(_EVENTS)
+        self.found_empty(0)
+        return False
 
     def found_empty(self, count: int) -> None:
         """A read found the socket empty after ``count`` messages in this drain."""
@@ -355,6 +381,7 @@ class Pump:
         topical = self.channel.kind.topical
         replies = self.replies
         forward = self.forward
+        codec = self.channel.codec
         count = handled = 0
         began = mark = _monotonic()
         until = began + SLICE
@@ -401,30 +428,32 @@ class Pump:
                 if body is not _SKIP and fans is not None:  # several handlers, in order
                     reply: Any = None
                     failures: list[tuple[Invoker, Exception]] | None = None
+                    # A result that cannot be encoded is its handler's failure, as on the
+                    # general path: encoding happens inside each handler's ``try``.
                     for each, invoke in fans:
                         try:
                             result = each(body)
+                            if result is not None:
+                                if not replies:
+                                    if forward is not None:
+                                        forward.send_body(result, force=True)
+                                elif reply is None:
+                                    reply = encode_body(self.channel.codec, result)
                         except Exception as exc:
                             failures = [*(failures or []), (invoke, exc)]
-                            continue
-                        if result is not None:
-                            if not replies:
-                                if forward is not None:
-                                    forward.send_body(result, force=True)
-                            elif reply is None:
-                                reply = result
                     if failures is not None:
                         self.fans_failed(failures, body, frame, frames, topical)
                     else:
                         handled += 1
                         if replies:  # REP: always answer
-                            self.send_reply(
-                                [b""] if reply is None else encode_body(self.channel.codec, reply),
-                                True,
-                            )
+                            self.send_reply([b""] if reply is None else reply, True)
                 elif body is not _SKIP:
                     try:
                         result = fn(body)
+                        if replies:  # REP: always answer
+                            reply = [b""] if result is None else encode_body(codec, result)
+                        elif result is not None and forward is not None:
+                            forward.send_body(result, force=True)
                     except Exception as exc:
                         self.current = frame
                         topic = frames[0] if topical and frames else None
@@ -433,15 +462,8 @@ class Pump:
                         self.finish(message, None, exc, own_callback=True)
                     else:
                         handled += 1
-                        if replies:  # REP: always answer
-                            self.send_reply(
-                                [b""]
-                                if result is None
-                                else encode_body(self.channel.codec, result),
-                                True,
-                            )
-                        elif result is not None and forward is not None:
-                            forward.send_body(result, force=True)
+                        if replies:
+                            self.send_reply(reply, True)
                 if not self.reading:
                     self.empty_since = None
                     return False
