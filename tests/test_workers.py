@@ -276,6 +276,22 @@ def test_a_hung_worker_is_killed_at_the_stop_deadline(spawn: Any, peer: Any) -> 
 
 
 @pytest.mark.timeout(60)
+def test_a_worker_whose_process_outlives_its_app_does_not_freeze_the_pool(
+    spawn: Any, peer: Any
+) -> None:
+    """A worker's app stops but a non-daemon thread keeps its process alive: the parent goes
+    on answering (its own loop is not blocked waiting) and kills it at the stop deadline."""
+    env = {"KEEP_SECONDS": "3600", "ZMQAPP_SHUTDOWN_TIMEOUT": "1", "ZMQAPP_LINGER": "0"}
+    pool = _pool(spawn, "workers_app.py", 2, "--set", "CHANNELS.results.endpoint=tcp://127.0.0.1:9",
+                 env=env)  # fmt: skip
+    pids = _worker_pids(pool, 2)
+    pool.send_signal(signal.SIGTERM)
+    assert pool.wait(30) == 1  # not a clean stop: processes had to be killed
+    pool.wait_for_line(r"stopped its app but its process did not exit", count=2, stream="err")
+    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=10)
+
+
+@pytest.mark.timeout(60)
 def test_a_worker_that_stops_answering_is_replaced(spawn: Any) -> None:
     env = {"ZMQAPP_WORKER_TIMEOUT": "2"}
     pool = _pool(spawn, "workers_app.py", 2, "--set", "CHANNELS.results.endpoint=tcp://127.0.0.1:9",

@@ -64,8 +64,12 @@ MAX_RESTART_DELAY = 5.0
 GIVE_UP_AFTER = 5
 #: Seconds between the parent's liveness checks of each worker.
 PING_INTERVAL = 1.0
+#: Seconds between looks at whether a worker whose link closed has exited.
+REAP_INTERVAL = 0.02
 #: Seconds the stop gives a worker beyond the deadline (and LINGER) before killing it.
 GRACE = 1.0
+#: Seconds a hand-over past its deadline spends at most counting what it drops.
+DROP_COUNT_TIME = 0.2
 #: Seconds a hand-over waits for the public socket to stay empty before it counts as done.
 SETTLE = 0.01
 
@@ -186,7 +190,10 @@ class Proxy:
                 self.dropped += 1
                 break
             self.handed_over += 1
-        while public.poll(0):
+        # Count what was queued at the deadline; bounded, as a peer may go on sending faster
+        # than this loop drops (what comes later is "not taken", as the warning says).
+        until = time.monotonic() + DROP_COUNT_TIME
+        while public.poll(0) and time.monotonic() < until:
             public.recv_multipart()
             self.dropped += 1
         if self.dropped:
@@ -295,6 +302,7 @@ class Link:
         self.on_message = on_message
         self.on_closed = on_closed
         self.buffer = b""
+        self.outgoing = bytearray()  # what the socket has not taken yet
         self.loop = asyncio.get_running_loop()
         sock.setblocking(False)
         self.loop.add_reader(sock.fileno(), self._readable)
@@ -321,15 +329,35 @@ class Link:
                 self.on_message(message)
 
     def send(self, message: dict[str, Any]) -> None:
+        """Send ``message`` whole: what the socket does not take now (a large snapshot, a
+        full buffer) is written when it can take more, so no line is cut or lost."""
+        if self.sock.fileno() < 0:
+            return
+        waiting = bool(self.outgoing)
+        self.outgoing += json.dumps(message).encode() + b"\n"
+        if not waiting:
+            self._writable()
+
+    def _writable(self) -> None:
         try:
-            self.sock.send(json.dumps(message).encode() + b"\n")
+            sent = self.sock.send(self.outgoing)
+        except BlockingIOError:
+            sent = 0
         except OSError:  # the other side is gone; its end-of-file says so
-            pass
+            self.outgoing.clear()
+            sent = 0
+        del self.outgoing[:sent]
+        if self.outgoing:
+            self.loop.add_writer(self.sock.fileno(), self._writable)
+        else:
+            self.loop.remove_writer(self.sock.fileno())
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
             self.loop.remove_reader(self.sock.fileno())
+            self.loop.remove_writer(self.sock.fileno())
             self.sock.close()
+        self.outgoing.clear()
 
 
 @dataclass
@@ -378,6 +406,7 @@ class Supervisor:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._restarts: dict[int, asyncio.TimerHandle] = {}
+        self._reaps: set[asyncio.Task[None]] = set()
         self.http: HttpServer | None = None
         self.lag = LoopLag()
         self.monitors: list[SocketMonitor] = []
@@ -434,6 +463,8 @@ class Supervisor:
             if self.http is not None:
                 await self.http.close()
             self.lag.stop()
+            for reap in list(self._reaps):
+                reap.cancel()
             for worker in list(self.workers.values()):
                 self._forget(worker)
                 if worker.proc.poll() is None:
@@ -517,11 +548,28 @@ class Supervisor:
             worker.link.send(message)
 
     def _died(self, worker: Worker) -> None:
-        self._forget(worker)
+        """A worker's end of the link closed: it is exiting (or died). Wait for its exit
+        without blocking the loop: a worker may take a while (a thread it started, atexit
+        work), and the pool must go on pinging, serving HTTP and keeping its deadlines. It
+        stays in ``workers`` until it has exited, so a stop waits for it (and kills it at the
+        deadline), and one that never exits is killed after WORKER_TIMEOUT."""
+        if worker.link is not None:
+            worker.link.close()
+            worker.link = None
         for future in worker.asked.values():
             if not future.done():
                 future.cancel()
-        code = worker.proc.wait()
+        assert self.loop is not None
+        reap = self.loop.create_task(self._reap(worker))
+        self._reaps.add(reap)
+        reap.add_done_callback(self._reaps.discard)
+
+    async def _reap(self, worker: Worker) -> None:
+        code = worker.proc.poll()
+        while code is None:
+            await asyncio.sleep(REAP_INTERVAL)
+            code = worker.proc.poll()
+        self._forget(worker)
         if self.stopping:
             return
         lived = time.monotonic() - worker.started
@@ -630,14 +678,16 @@ class Supervisor:
     async def _ask(self, worker: Worker) -> dict[str, Any] | None:
         assert self.loop is not None
         self._asks += 1
+        ask = self._asks
         future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-        worker.asked[self._asks] = future
-        self._send(worker, {"op": "snapshot", "id": self._asks})
+        worker.asked[ask] = future
+        self._send(worker, {"op": "snapshot", "id": ask})
         try:
             return await asyncio.wait_for(future, timeout=1.0)
         except (asyncio.TimeoutError, asyncio.CancelledError):
-            worker.asked.pop(self._asks, None)
             return None
+        finally:
+            worker.asked.pop(ask, None)
 
     async def status(self) -> dict[str, Any]:
         """The pool as one app: channels with the public endpoints and every worker's counters
@@ -718,12 +768,22 @@ class Supervisor:
             await asyncio.sleep(0.01)
         code = 1 if self.gave_up else 0
         for worker in list(self.workers.values()):
-            log.error(
-                "worker %d (pid %s) did not stop within SHUTDOWN_TIMEOUT (%s s); killing it",
-                worker.slot,
-                worker.proc.pid,
-                timeout,
-            )
+            if worker.link is None:  # its app stopped; something keeps the process alive
+                log.error(
+                    "worker %d (pid %s) stopped its app but its process did not exit within "
+                    "SHUTDOWN_TIMEOUT (%s s): a non-daemon thread, or atexit work, keeps it "
+                    "alive; killing it",
+                    worker.slot,
+                    worker.proc.pid,
+                    timeout,
+                )
+            else:
+                log.error(
+                    "worker %d (pid %s) did not stop within SHUTDOWN_TIMEOUT (%s s); killing it",
+                    worker.slot,
+                    worker.proc.pid,
+                    timeout,
+                )
             _kill(worker.proc)
             self._forget(worker)
             code = 1

@@ -5,6 +5,7 @@ which connects to a sink the test binds (--set CHANNELS.results.endpoint=...).
 """
 
 import os
+import threading
 import time
 
 from zmqapp import App
@@ -25,3 +26,12 @@ app.add_channel("results", type="PUSH")  # endpoint: from the command line
 @app.channel("whoami", endpoint="tcp://127.0.0.1:*", bind=True, type="REP")
 def whoami(body: bytes) -> bytes:
     return b"%d" % os.getpid()
+
+
+@app.on_start
+def keep_the_process() -> None:
+    """With KEEP_SECONDS: a non-daemon thread that outlives the app, so the worker's process
+    does not exit when its app has stopped."""
+    seconds = float(os.environ.get("KEEP_SECONDS", "0"))
+    if seconds:
+        threading.Thread(target=time.sleep, args=(seconds,)).start()
