@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import zmq
 
-from zmqapp import App, NotRunning, RemoteError, SetupError, Timeout
+from zmqapp import App, DecodeError, NotRunning, RemoteError, SetupError, Timeout
 from zmqapp.testing import wait_for
 
 TCP = "@tcp://127.0.0.1:*"
@@ -180,6 +180,7 @@ def test_late_replies_do_not_reach_handlers(app: App, running: Any, peer: Any) -
     router.send_multipart([request[0], b"pushed"])  # an unsolicited message
     wait_for(lambda: unsolicited)
     assert unsolicited == [b"pushed"]
+    assert app.channels["dealer"].stats.drops == {"late_reply": 1}  # dropped, but counted
 
 
 def test_request_misuse(app: App, running: Any) -> None:
@@ -260,3 +261,54 @@ def test_request_and_send_async_from_another_event_loop(running: Any, peer: Any)
     assert results and results[0] == [b"echo:%d" % i for i in range(50)]
     assert sink.recv() == b"from another loop"
     assert used_from == {client.runtime.loop_thread}  # type: ignore[union-attr]
+
+
+def test_cancelled_requests_are_counted_and_forgotten(app: App, running: Any, peer: Any) -> None:
+    """A caller that stops waiting (asyncio.wait_for shorter than the request's timeout): the
+    request is counted ``cancelled``, and its bookkeeping goes by its own deadline."""
+    silent = peer(zmq.ROUTER, bind="tcp://127.0.0.1:*")
+    app.add_channel("dealer", endpoint=silent.last_endpoint.decode(), type="DEALER", timeout=0.3)
+    running(app)
+    assert app.runtime is not None
+    requests = app.runtime.requests["dealer"]
+
+    async def give_up(i: int) -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(app.request("dealer", b"%d" % i), 0.05)
+
+    async def all_give_up() -> None:
+        await asyncio.gather(*(give_up(i) for i in range(200)))
+
+    asyncio.run_coroutine_threadsafe(all_give_up(), app.runtime.loop).result(10)
+    assert app.channels["dealer"].stats.requests == {"cancelled": 200}
+    wait_for(lambda: not requests.pending)  # gone once their 0.3 s deadlines passed
+
+
+@pytest.mark.timeout(30)
+def test_a_request_waiting_for_room_still_times_out(app: App, running: Any) -> None:
+    """SEND_QUEUE full (a bound DEALER with no peer yet): the wait for room is part of the
+    request's timeout, not in addition to it."""
+    app.config["SEND_QUEUE"] = 1
+    app.add_channel("dealer", endpoint=TCP, type="DEALER")
+    running(app)
+    for retries in (0, 0, 1):
+        with pytest.raises(Timeout, match=r"within 0\.2 s"):
+            app.request_sync("dealer", b"x", timeout=0.2, retries=retries)
+    assert app.channels["dealer"].stats.requests == {"timeout": 3}
+
+
+def test_a_reply_that_does_not_decode_is_not_counted_ok(app: App, running: Any, peer: Any) -> None:
+    rep = peer(zmq.REP, bind="tcp://127.0.0.1:*")
+    app.add_channel("req", endpoint=rep.last_endpoint.decode(), type="REQ", codec="json")
+    running(app)
+
+    def answer() -> None:
+        rep.recv()
+        rep.send(b"{not json")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    with pytest.raises(DecodeError):
+        app.request_sync("req", {"q": 1}, timeout=5)
+    thread.join(5)
+    assert app.channels["req"].stats.requests == {"decode_failed": 1}

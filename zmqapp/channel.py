@@ -160,12 +160,15 @@ class ChannelStats:
         self.sent = 0
         self.dropped = 0
         #: Dropped messages by reason: ``unroutable``, ``peer_full``, ``stop_deadline``,
-        #: ``send_error``.
+        #: ``send_error``, ``late_reply`` (a reply to a request that timed out or was
+        #: cancelled).
         self.drops: dict[str, int] = {}
         self.handshake_failed = 0
         #: Failed handshakes by reason (monitor event names, ``auth_refused``).
         self.handshakes: dict[str, int] = {}
-        #: ``app.request`` outcomes on this channel: ``ok``, ``timeout``, ``remote_error``.
+        #: ``app.request`` outcomes on this channel: ``ok``, ``timeout``, ``remote_error``,
+        #: ``decode_failed`` (a reply not in the channel's codec), ``cancelled`` (its caller
+        #: stopped waiting first).
         self.requests: dict[str, int] = {}
 
     def drop(self, reason: str, count: int = 1) -> None:

@@ -60,11 +60,16 @@ class Requests:
             if len(frames) >= 3 and not frames[1]:
                 future = self.pending.pop(frames[0], None)
                 if future is not None:
-                    if not future.done():
+                    if future.done():  # its caller gave up waiting (cancelled)
+                        self.pump.stats.drop("late_reply")
+                    else:
                         future.set_result(frames[2:])
                     return True
-                # A late reply to a request that timed out is dropped, not dispatched.
-                return len(frames[0]) == 8 and frames[0][:4] == self._prefix
+                # A late reply to a request that timed out (or was cancelled) is dropped,
+                # and counted as such, not dispatched.
+                if len(frames[0]) == 8 and frames[0][:4] == self._prefix:
+                    self.pump.stats.drop("late_reply")
+                    return True
             return False
         future = self.current
         if future is not None and not future.done():
@@ -93,13 +98,21 @@ class Requests:
         except Timeout:
             stats.request("timeout")
             raise
+        except asyncio.CancelledError:  # the caller gave up first (asyncio.wait_for, a stop)
+            stats.request("cancelled")
+            raise
         if len(reply) == 1 and reply[0][:_PREFIX_LENGTH] == ERROR_PREFIX:
             error = parse_error_reply(reply)
             if error is not None:
                 stats.request("remote_error")
                 raise error
+        try:
+            body = self.body_of(reply)
+        except Exception:
+            stats.request("decode_failed")
+            raise  # a DecodeError: the reply is not in the channel's codec
         stats.request("ok")
-        return self.body_of(reply)  # a reply that does not decode raises DecodeError
+        return body
 
     def _ask_dealer(self, frames: Frames, timeout: float, retries: int) -> Awaitable[Frames]:
         """A DEALER request's reply frames. The first attempt is sent here, at once, and its
@@ -125,13 +138,12 @@ class Requests:
             pending = self.pending
             try:
                 for _ in range(retries + 1):
-                    future: asyncio.Future[Frames] = self.loop.create_future()
-                    pending[request_id] = future
-                    if len(pump.outbox) >= pump.queue_limit:
-                        await pump.wait_for_room()
-                    pump.send([request_id, b"", *frames])
-                    self._arm(future, timeout)
                     try:
+                        left = await self._room(timeout)
+                        future: asyncio.Future[Frames] = self.loop.create_future()
+                        pending[request_id] = future
+                        pump.send([request_id, b"", *frames])
+                        self._arm(future, left)
                         return await future
                     except _Expired:
                         continue
@@ -158,11 +170,23 @@ class Requests:
     async def _attempt(
         self, frames: Frames, future: asyncio.Future[Frames], timeout: float
     ) -> Frames:
-        if len(self.pump.outbox) >= self.pump.queue_limit:
-            await self.pump.wait_for_room()
+        left = await self._room(timeout)
         self.pump.send(frames)
-        self._arm(future, timeout)
+        self._arm(future, left)
         return await future
+
+    async def _room(self, timeout: float) -> float:
+        """Wait for room in the send queue, within the attempt's ``timeout``; the time left
+        of it (an attempt that finds no room in time has expired)."""
+        pump = self.pump
+        if len(pump.outbox) < pump.queue_limit:
+            return timeout
+        began = self.loop.time()
+        try:
+            await asyncio.wait_for(pump.wait_for_room(), timeout)
+        except asyncio.TimeoutError:
+            raise _Expired() from None
+        return max(0.0, timeout - (self.loop.time() - began))
 
     def _arm(
         self, future: asyncio.Future[Frames], timeout: float, request_id: bytes | None = None
@@ -182,8 +206,14 @@ class Requests:
         ):
             # Answered requests leave their entries behind until their deadline; keep the
             # heap proportional to what is actually waiting.
-            self._deadlines = [entry for entry in self._deadlines if not entry[2].done()]
-            heapq.heapify(self._deadlines)
+            waiting = []
+            for entry in self._deadlines:
+                if entry[2].done():
+                    self._forget(entry[2], entry[3])
+                else:
+                    waiting.append(entry)
+            heapq.heapify(waiting)
+            self._deadlines = waiting
 
     def _expire_due(self) -> None:
         self._timer = None
@@ -193,11 +223,16 @@ class Requests:
             _, _, future, request_id = heapq.heappop(deadlines)
             if not future.done():
                 future.set_exception(_Expired())
-                if request_id is not None and self.pending.get(request_id) is future:
-                    del self.pending[request_id]
+            self._forget(future, request_id)
         if deadlines:
             self._timer_when = deadlines[0][0]
             self._timer = self.loop.call_at(self._timer_when, self._expire_due)
+
+    def _forget(self, future: asyncio.Future[Frames], request_id: bytes | None) -> None:
+        """Drop ``request_id``'s entry in :attr:`pending` if it is still ``future``'s: a
+        request that expired, or whose caller gave up (cancelled) while it waited."""
+        if request_id is not None and self.pending.get(request_id) is future:
+            del self.pending[request_id]
 
     def cancel_all(self) -> None:
         """Fail every request still waiting: the app is stopping."""
