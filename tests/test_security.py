@@ -308,3 +308,28 @@ def test_a_40_character_string_that_is_no_key_is_explained(app: App) -> None:
     app.add_channel("tasks", endpoint=TCP, type="PULL", curve_secret_key="\x01" * 40)
     with pytest.raises(SetupError, match=r"curve_secret_key .* is neither a file nor a Z85 key"):
         app.run(install_signal_handlers=False)
+
+
+def test_a_refused_connection_is_counted_once(peer: Any, running: Any) -> None:
+    """One connection refused by an IP rule, on a monitored channel: one count
+    (``auth_refused``), not also the monitor's ZAP failure and a "closed before handshake"."""
+    app = App("refused-once")
+    app.config.update(LINGER=0, MONITOR=True)
+    events: list[str] = []
+    app.channel("guarded", endpoint=TCP, type="PULL", deny=["127.0.0.0/8"])(lambda body: None)
+
+    def on_event(sender: App, channel: Any, event: str, endpoint: str, value: Any) -> None:
+        events.append(event)
+
+    signals.socket_event.connect(on_event, sender=app)
+    try:
+        running(app)
+        push = peer(zmq.PUSH)
+        push.setsockopt(zmq.RECONNECT_IVL, -1)  # exactly one attempt
+        push.connect(app.channels["guarded"].bound[0])
+        push.send(b"x")
+        wait_for(lambda: "disconnected" in events)
+    finally:
+        signals.socket_event.disconnect(on_event, sender=app)
+    assert "handshake_failed_auth" in events  # still signalled
+    assert app.channels["guarded"].stats.handshakes == {"auth_refused": 1}

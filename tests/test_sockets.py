@@ -376,3 +376,32 @@ def test_socket_events_from_the_monitor(app: App, running: Any, peer: Any) -> No
     finally:
         signals.socket_event.disconnect(on_event, sender=app)
     assert ("pull", "accepted") in events
+
+
+def test_a_raising_socket_signal_receiver_does_not_stop_the_monitor(
+    app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """peer_connected's receiver raises on the first connection: the monitor says so and
+    goes on reading, so the next connections are still seen and counted."""
+    from zmqapp import signals
+
+    calls: list[str] = []
+
+    def fragile(sender: App, channel: Any, address: str) -> None:
+        calls.append(address)
+        if len(calls) == 1:
+            raise RuntimeError("receiver bug")
+
+    app.channel("pull", endpoint=TCP, type="PULL", monitor=True)(lambda body: None)
+    signals.peer_connected.connect(fragile, sender=app)
+    try:
+        running(app)
+        for _ in range(4):
+            peer(zmq.PUSH, connect=app.channels["pull"].bound[0]).send(b"x")
+        wait_for(lambda: len(calls) == 4)
+    finally:
+        signals.peer_connected.disconnect(fragile, sender=app)
+    assert "a receiver of a zmqapp socket signal failed on channel 'pull'" in caplog.text
+    assert app.runtime is not None
+    runtime = app.runtime
+    wait_for(lambda: runtime.snapshot()["channels"]["pull"]["peers"] == 4)

@@ -43,6 +43,8 @@ PROTOCOL_ERRORS: dict[int, str] = {
     if name.startswith("PROTOCOL_ERROR_") and isinstance(value, int)
 }
 
+#: The ZAP status of a refusal by the app's authenticator (which counts it itself).
+ZAP_REFUSED = 400
 _FAILED = {"handshake_failed_auth", "handshake_failed_protocol", "handshake_failed_no_detail"}
 #: The events zmqapp asks the monitor for.
 EVENTS = int(zmq.EVENT_ALL)
@@ -123,9 +125,21 @@ class SocketMonitor:
                 continue
             number = int.from_bytes(frames[0][:2], "little")
             value = int.from_bytes(frames[0][2:], "little")
-            self.handle(
-                EVENT_NAMES.get(number, str(number)), value, frames[1].decode(errors="replace")
-            )
+            try:
+                self.handle(
+                    EVENT_NAMES.get(number, str(number)), value, frames[1].decode(errors="replace")
+                )
+            except Exception as exc:
+                # A receiver of peer_connected, socket_event... raised. Say so and read on:
+                # the events still queued announce themselves with no new edge.
+                self.problems.report(
+                    self.channel.name,
+                    "handler_failed",
+                    "a receiver of a zmqapp socket signal failed on channel %r",
+                    self.channel.name,
+                    level=logging.ERROR,
+                    exc_info=exc,
+                )
 
     def handle(self, name: str, value: int, endpoint: str) -> None:
         channel = self.channel
@@ -159,7 +173,11 @@ class SocketMonitor:
             if peer_disconnected.receivers:
                 peer_disconnected.send(self.app, channel=channel, address=address)
         elif name in _FAILED:
-            channel.stats.handshake(name)
+            if self.unshaken.get(endpoint, 0) > 0:  # its close is not one "before handshake"
+                self.unshaken[endpoint] -= 1
+            if not (name == "handshake_failed_auth" and value == ZAP_REFUSED):
+                # (the app's authenticator refused it: counted there, as auth_refused)
+                channel.stats.handshake(name)
             log.warning(
                 "channel %r: %s on %s (%s)",
                 channel.name,
