@@ -426,3 +426,49 @@ def test_a_timer_tick_that_outlives_the_stop_is_cancelled(
 
     app.run(install_signal_handlers=False)
     assert at_stop_hooks == [["cancelled"]]  # cancelled by the stop, before the stop hooks
+
+
+@pytest.mark.timeout(30)
+def test_a_coroutine_stop_hook_that_never_returns_is_cancelled(
+    app: App, running: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SHUTDOWN_TIMEOUT bounds the stop hooks too: a coroutine hook still waiting a second
+    after the deadline is cancelled and named, and the hooks after it still run."""
+    app.config["SHUTDOWN_TIMEOUT"] = 0.3
+    ran: list[str] = []
+
+    @app.on_stop
+    async def forever() -> None:
+        ran.append("forever")
+        await asyncio.Event().wait()
+
+    @app.on_stop
+    def after() -> None:
+        ran.append("after")
+
+    thread = running(app)
+    thread.stop()  # raises if the app has not stopped within 10 s
+    assert ran == ["forever", "after"]
+    assert "stop hook" in caplog.text and "forever" in caplog.text and "cancelled" in caplog.text
+
+
+@pytest.mark.timeout(30)
+def test_a_stop_asked_during_a_start_that_never_ends_is_bounded(app: App) -> None:
+    """A start hook that never returns, and a stop asked meanwhile: the start is cancelled at
+    SHUTDOWN_TIMEOUT and serve() returns; no handler ever ran."""
+    app.config["SHUTDOWN_TIMEOUT"] = 0.3
+    begun = asyncio.Event()
+
+    @app.on_start
+    async def never() -> None:
+        begun.set()
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        task = asyncio.create_task(app.serve())
+        await asyncio.wait_for(begun.wait(), 10)
+        app.stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert not app.running

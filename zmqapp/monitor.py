@@ -43,6 +43,8 @@ PROTOCOL_ERRORS: dict[int, str] = {
     if name.startswith("PROTOCOL_ERROR_") and isinstance(value, int)
 }
 
+#: A handshake that failed because the peer hung up (its errno).
+_PEER_CLOSED = {errno.EPIPE, errno.ECONNRESET}
 #: The ZAP status of a refusal by the app's authenticator (which counts it itself).
 ZAP_REFUSED = 400
 _FAILED = {"handshake_failed_auth", "handshake_failed_protocol", "handshake_failed_no_detail"}
@@ -154,29 +156,17 @@ class SocketMonitor:
         elif name == "disconnected":
             address = self.peers.pop(value, endpoint)
             if self.unshaken.get(endpoint, 0) > 0:
-                # Closed before the handshake: libzmq says no more when socket types do not
-                # pair (a PUSH meeting a PUSH), or one side speaks CURVE and the other not.
-                self.unshaken[endpoint] -= 1
-                channel.stats.handshake("closed_before_handshake")
-                self.problems.report(
-                    channel.name,
-                    "handshake",
-                    "channel %r: a connection with %s closed before the ZeroMQ handshake "
-                    "completed; does the peer's socket type pair with %s (%s), and do both "
-                    "sides agree on CURVE?",
-                    channel.name,
-                    address,
-                    channel.type_name,
-                    _pairs_with(channel),
-                    peer=address,
-                )
+                self.closed_early(endpoint, address)
             if peer_disconnected.receivers:
                 peer_disconnected.send(self.app, channel=channel, address=address)
+        elif name == "handshake_failed_no_detail" and value in _PEER_CLOSED:
+            self.closed_early(endpoint, endpoint)  # the peer hung up mid-handshake
         elif name in _FAILED:
-            if self.unshaken.get(endpoint, 0) > 0:  # its close is not one "before handshake"
+            # Each failed connection is counted once: its close is not counted again, and a
+            # refusal by the app's authenticator is counted there (auth_refused).
+            if self.unshaken.get(endpoint, 0) > 0:
                 self.unshaken[endpoint] -= 1
             if not (name == "handshake_failed_auth" and value == ZAP_REFUSED):
-                # (the app's authenticator refused it: counted there, as auth_refused)
                 channel.stats.handshake(name)
             log.warning(
                 "channel %r: %s on %s (%s)",
@@ -188,6 +178,26 @@ class SocketMonitor:
             )
         if socket_event.receivers:
             socket_event.send(self.app, channel=channel, event=name, endpoint=endpoint, value=value)
+
+    def closed_early(self, endpoint: str, address: str) -> None:
+        """A connection closed before its ZeroMQ handshake completed: libzmq says no more
+        when socket types do not pair (a PUSH meeting a PUSH), or one side speaks CURVE and
+        the other not. Counted once, as ``closed_before_handshake``, and said with a hint."""
+        channel = self.channel
+        if self.unshaken.get(endpoint, 0) > 0:
+            self.unshaken[endpoint] -= 1
+        channel.stats.handshake("closed_before_handshake")
+        self.problems.report(
+            channel.name,
+            "handshake",
+            "channel %r: a connection with %s closed before the ZeroMQ handshake completed; "
+            "does the peer's socket type pair with %s (%s), and do both sides agree on CURVE?",
+            channel.name,
+            address,
+            channel.type_name,
+            _pairs_with(channel),
+            peer=address,
+        )
 
     def close(self) -> None:
         self.read()  # deliver what is left

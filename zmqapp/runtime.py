@@ -82,6 +82,10 @@ SETTLE = 0.01
 #: Seconds the stop waits for cancelled tasks to unwind, and for the context to terminate
 #: beyond ``LINGER``.
 UNWIND = 1.0
+#: Seconds the stop spends at most reading and counting what its deadline left queued.
+DISCARD = 0.25
+#: Seconds a coroutine stop hook gets at least, even when the deadline has passed.
+MIN_HOOK_TIME = 0.05
 #: Seconds between the loop-lag timer's ticks (while the app serves HTTP), and between the
 #: checks for channels that have no peer.
 LAG_TICK = 0.25
@@ -138,6 +142,8 @@ class Runtime:
         self._since_peer: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._stop_asked = False
+        #: When (loop time) the stop was asked: its deadline counts from then.
+        self._stop_asked_at: float | None = None
         self._stop_event: asyncio.Event | None = None
         self._signals: list[int] = []
         self._dumps = False
@@ -156,6 +162,7 @@ class Runtime:
             self.loop_thread = threading.get_ident()
             self._stop_event = asyncio.Event()
             if self._stop_asked:
+                self._stop_asked_at = loop.time()
                 self._stop_event.set()
         self.problems.loop = loop
         stop_event = self._stop_event
@@ -377,6 +384,8 @@ class Runtime:
 
     def _request_stop(self) -> None:
         self._stop_asked = True
+        if self._stop_asked_at is None and self.loop is not None:
+            self._stop_asked_at = self.loop.time()
         if self.state == RUNNING_STATE:
             for pump in self.pumps.values():
                 pump.pause()  # no new batch until the stop sequence says what to read
@@ -416,7 +425,12 @@ class Runtime:
     async def _stop_within_deadline(self) -> None:
         loop = asyncio.get_running_loop()
         timeout = float(self.config["SHUTDOWN_TIMEOUT"])
-        deadline = loop.time() + timeout
+        # From when the stop was asked: a stop asked while starting waited for the start.
+        asked = self._stop_asked_at if self._stop_asked_at is not None else loop.time()
+        deadline = asked + timeout
+        # Past the deadline only unwinding is left (cancelled tasks, cut-short stop hooks,
+        # counting what is dropped), and all of it shares one more second.
+        hard = deadline + UNWIND
         for periodic in self.periodic:
             periodic.stop()
         self.periodic.clear()
@@ -444,9 +458,10 @@ class Runtime:
             await asyncio.sleep(0.002)
         late = loop.time() >= deadline
         unhandled: dict[str, int] = {}
+        counting_until = loop.time() + DISCARD
         for pump in pumps:
             if late and pump.mode == DRAINING:
-                unhandled[pump.name] = pump.discard_queued(0.25)
+                unhandled[pump.name] = pump.discard_queued(max(0.0, counting_until - loop.time()))
             if pump.mode == DRAINING:
                 # Requests made by hooks still get their replies; nothing else is read.
                 pump.set_mode(HOLDING if pump.intercept is not None else IDLE)
@@ -460,16 +475,29 @@ class Runtime:
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=UNWIND)
+            await asyncio.wait(tasks, timeout=max(0.0, hard - loop.time()))
         for requests in self.requests.values():
             requests.cancel_all()
 
-        # 4. Stop hooks, which may still send and request.
+        # 4. Stop hooks, which may still send and request: a coroutine hook still running a
+        # second past the deadline is cancelled; a plain one, like a plain handler, is never
+        # interrupted.
         if self.hooks_began:
             self.hooks_began = False
             for fn in self.app.stop_hooks:
                 try:
-                    await self._run_hook(fn)
+                    if is_async_callable(fn):
+                        left = max(MIN_HOOK_TIME, hard - loop.time())
+                        await asyncio.wait_for(self._run_hook(fn), left)
+                    else:
+                        await self._run_hook(fn)
+                except asyncio.TimeoutError:
+                    self.logger.error(
+                        "stop hook %s was still running a second after SHUTDOWN_TIMEOUT (%s s); "
+                        "cancelled",
+                        describe(fn),
+                        timeout,
+                    )
                 except Exception as exc:
                     self.logger.error("stop hook %s failed", describe(fn), exc_info=exc)
 
@@ -575,7 +603,7 @@ class Runtime:
 
         threading.Thread(target=term, name="zmqapp-term", daemon=True).start()
         bound = int(self.config["LINGER"]) / 1000 + UNWIND
-        give_up = loop.time() + max(bound, 0.0) + UNWIND
+        give_up = loop.time() + max(bound, 0.0)
         patience = loop.time() + min(0.1, bound)
         closed_leftovers = False
         while not finished.is_set() and loop.time() < give_up:
@@ -806,13 +834,21 @@ class Runtime:
             loop.call_soon_threadsafe(run, context=contextvars.copy_context())
         except RuntimeError:
             raise NotRunning(f"app {self.app.name!r} is not running") from None
-        while True:
-            try:
-                return future.result(timeout=0.25)
-            except concurrent.futures.TimeoutError:
-                if self.state == STOPPED or loop.is_closed():
-                    future.cancel()
-                    raise NotRunning(f"app {self.app.name!r} stopped first") from None
+        return self._wait(future, loop)
+
+    def _wait(self, future: concurrent.futures.Future[T], loop: asyncio.AbstractEventLoop) -> T:
+        """``future``'s result, from a thread other than the loop's; NotRunning if the run
+        ends first (the loop may close before the callback that would settle it runs)."""
+        # Not future.result(timeout): the call's own exception may be a TimeoutError (a
+        # request's Timeout is one), which must not be taken for the wait running out.
+        while not concurrent.futures.wait([future], timeout=0.25).done:
+            if self.state == STOPPED or loop.is_closed():
+                future.cancel()
+                raise NotRunning(f"app {self.app.name!r} stopped first")
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise NotRunning(f"app {self.app.name!r} stopped first") from None
 
     async def call_async(
         self, coroutine_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
@@ -828,11 +864,10 @@ class Runtime:
             raise RuntimeError(
                 "this would block the app's own loop; await the async version instead"
             )
+        loop = self.loop
         future = self._submit(coroutine_fn, *args)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            raise NotRunning(f"app {self.app.name!r} stopped first") from None
+        assert loop is not None  # _submit said NotRunning otherwise
+        return self._wait(future, loop)
 
     def _submit(
         self, coroutine_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
