@@ -312,3 +312,24 @@ def test_a_reply_that_does_not_decode_is_not_counted_ok(app: App, running: Any, 
         app.request_sync("req", {"q": 1}, timeout=5)
     thread.join(5)
     assert app.channels["req"].stats.requests == {"decode_failed": 1}
+
+
+@pytest.mark.timeout(30)
+def test_a_timeout_error_raised_across_threads_is_the_callers(app: App, running: Any) -> None:
+    """From another thread, a call whose own error is a TimeoutError (a request's Timeout is
+    one) raises it at once: the cross-thread wait does not take it for its own running out."""
+    running(app)
+    runtime = app.runtime
+    assert runtime is not None
+
+    def late() -> None:
+        raise TimeoutError("the call's own")
+
+    with pytest.raises(TimeoutError, match="the call's own"):
+        runtime.call(late)
+
+    async def late_async() -> None:
+        raise Timeout("a request's")
+
+    with pytest.raises(Timeout, match="a request's"):
+        runtime.call_blocking(late_async)
