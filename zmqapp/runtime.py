@@ -856,7 +856,21 @@ class Runtime:
         """Await ``coroutine_fn(*args)`` on the run's loop, from any loop."""
         if self.on_loop_thread():
             return await coroutine_fn(*args)
-        return await asyncio.wrap_future(self._submit(coroutine_fn, *args))
+        loop = self.loop
+        future = asyncio.wrap_future(self._submit(coroutine_fn, *args))
+        assert loop is not None  # _submit said NotRunning otherwise
+        # As in _wait: the run's loop may close before it settles the future.
+        try:
+            while not (await asyncio.wait([future], timeout=0.25))[0]:
+                if self.state == STOPPED or loop.is_closed():
+                    raise NotRunning(f"app {self.app.name!r} stopped first")
+        finally:
+            if not future.done():  # the caller gave up (cancelled), or the run ended
+                future.cancel()
+        try:
+            return future.result()
+        except asyncio.CancelledError:
+            raise NotRunning(f"app {self.app.name!r} stopped first") from None
 
     def call_blocking(self, coroutine_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``coroutine_fn(*args)`` on the run's loop and wait for it, from a plain thread."""
