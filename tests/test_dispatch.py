@@ -427,3 +427,62 @@ def test_a_raising_handler_failed_receiver_does_not_wedge_the_fast_path(
     finally:
         signals.handler_failed.disconnect(broken, sender=app)
     assert "a receiver of a zmqapp signal failed on channel 'svc'" in caplog.text
+
+
+def test_a_broken_receiver_of_every_signal_does_not_wedge_a_rep_service(
+    app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One receiver that raises, connected to handler_failed and message_sent: the error
+    reply a REP owes raises in its turn, and a request queued behind it is still answered."""
+
+    @app.channel("svc", endpoint=TCP, type="REP")
+    def svc(body: bytes) -> bytes:
+        if body == b"bad":
+            raise ValueError("bad")
+        return body
+
+    def broken(sender: App, **kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    signals.handler_failed.connect(broken, sender=app)
+    signals.message_sent.connect(broken, sender=app)
+    try:
+        running(app)
+        first = peer(zmq.REQ, connect=app.channels["svc"].bound[0])
+        second = peer(zmq.REQ, connect=app.channels["svc"].bound[0])
+        first.send(b"bad")
+        second.send(b"good")
+        assert first.recv().startswith(b"ZMQAPP-ERROR")
+        assert second.recv() == b"good"
+    finally:
+        signals.handler_failed.disconnect(broken, sender=app)
+        signals.message_sent.disconnect(broken, sender=app)
+    assert "a receiver of a zmqapp signal failed on channel 'svc'" in caplog.text
+
+
+def test_a_raising_message_sent_receiver_does_not_resend_queued_messages(
+    app: App, running: Any, peer: Any
+) -> None:
+    """Messages queued while no peer was there go out once each when one comes, even if a
+    message_sent receiver raises on every one of them."""
+    app.add_channel("out", endpoint=TCP, type="PUSH")
+    running(app)
+    for i in range(50):
+        app.send("out", b"%d" % i)
+    assert app.runtime is not None
+    runtime = app.runtime
+    wait_for(lambda: len(runtime.pumps["out"].outbox) == 50)  # no peer yet: all queued
+
+    def broken(sender: App, **kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    signals.message_sent.connect(broken, sender=app)
+    try:
+        pull = peer(zmq.PULL, connect=app.channels["out"].bound[0])
+        got = [pull.recv() for _ in range(50)]
+        pull.setsockopt(zmq.RCVTIMEO, 300)
+        with pytest.raises(zmq.Again):
+            pull.recv()  # nothing sent twice
+    finally:
+        signals.message_sent.disconnect(broken, sender=app)
+    assert got == [b"%d" % i for i in range(50)]

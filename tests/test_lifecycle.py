@@ -472,3 +472,20 @@ def test_a_stop_asked_during_a_start_that_never_ends_is_bounded(app: App) -> Non
 
     asyncio.run(main())
     assert not app.running
+
+
+@pytest.mark.timeout(30)
+def test_a_stop_hook_failing_with_its_own_timeout_is_a_failure(
+    app: App, running: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook whose own work times out (an app.request's Timeout is a TimeoutError) failed:
+    it is logged with its traceback, not as a hook cut short at the deadline."""
+
+    @app.on_stop
+    async def flush_metrics() -> None:
+        raise TimeoutError("metrics server did not answer")
+
+    running(app).stop()
+    [record] = [r for r in caplog.records if "flush_metrics" in r.getMessage()]
+    assert "failed" in record.getMessage() and "still running" not in record.getMessage()
+    assert record.exc_info is not None and "metrics server" in str(record.exc_info[1])

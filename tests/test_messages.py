@@ -9,6 +9,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, TypedDict
 
 import msgpack
@@ -514,3 +515,21 @@ def test_error_reply_json_is_parseable() -> None:
     remote = parse_error_reply([frame])
     assert remote is not None and (remote.error, remote.detail) == ("ValueError", "boom")
     assert parse_error_reply([b"ordinary reply"]) is None
+
+
+def test_a_typed_body_may_name_a_class_defined_after_its_handler(running: Any, peer: Any) -> None:
+    """The body's check is built at the first message, once its module has run: a class
+    the body type names further down the module is checked like any other."""
+    sys.path.insert(0, str(Path(__file__).parent / "apps"))
+    try:
+        import typed_forward
+    finally:
+        sys.path.pop(0)
+    app = typed_forward.app
+    running(app)
+    push = peer(zmq.PUSH, connect=app.channels["orders"].bound[0])
+    push.send(msgpack.packb({"item": "not an item", "quantity": "two"}))
+    push.send(msgpack.packb({"item": {"sku": "B2"}, "quantity": 3}))
+    wait_for(lambda: typed_forward.got)
+    assert typed_forward.got == [typed_forward.Order(typed_forward.Item("B2"), 3)]
+    assert app.channels["orders"].stats.decode_failed == 1

@@ -333,3 +333,23 @@ def test_a_refused_connection_is_counted_once(peer: Any, running: Any) -> None:
         signals.socket_event.disconnect(on_event, sender=app)
     assert "handshake_failed_auth" in events  # still signalled
     assert app.channels["guarded"].stats.handshakes == {"auth_refused": 1}
+
+
+def test_a_refused_curve_client_channel_counts_its_refusal(keys: Keys, running: Any) -> None:
+    """A zmqapp CURVE client whose server refuses its key: the server counts auth_refused,
+    the client (with no authenticator of its own) counts handshake_failed_auth."""
+    server, got = secured_app(keys, monitor=True)
+    running(server)
+    client = App("rogue-client")
+    client.config.update(LINGER=0, MONITOR=True)
+    client.add_channel(
+        "out",
+        endpoint=server.channels["tasks"].bound[0],
+        type="PUSH",
+        curve_secret_key=keys.rogue_secret,
+        curve_server_key=keys.server_public,
+    )
+    running(client)
+    wait_for(lambda: client.channels["out"].stats.handshakes.get("handshake_failed_auth", 0) >= 1)
+    wait_for(lambda: server.channels["tasks"].stats.handshakes.get("auth_refused", 0) >= 1)
+    assert got == []

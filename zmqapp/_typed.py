@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import DecodeError
+
+log = logging.getLogger("zmqapp")
 
 Converter = Callable[[Any], Any]
 
@@ -124,11 +127,15 @@ def _pydantic_adapter(
 def _checked(annotation: Any) -> Converter:
     """zmqapp's own check of a body against ``annotation``, raising :class:`DecodeError`."""
     name = getattr(annotation, "__name__", repr(annotation))
-    check = _check_for(annotation)
-    if isinstance(check, _LazyCheck):
-        check = check.compiled()  # the outermost type is not recursive: no indirection
+    check: Check | None = None
 
     def convert(body: Any) -> Any:
+        # Built at the first message, not at registration: a body type may name classes
+        # that its module defines further down, which only exist once the module has run.
+        nonlocal check
+        if check is None:
+            made = _check_for(annotation)
+            check = made.compiled() if isinstance(made, _LazyCheck) else made
         try:
             return check(body)
         except _Mismatch as exc:
@@ -331,10 +338,17 @@ def _check_dict(key_tp: Any, value_tp: Any) -> Check:
 @functools.lru_cache(maxsize=1024)
 def _hints(tp: type) -> dict[str, Any]:
     """A type's evaluated annotations, worked out once per type (``get_type_hints`` costs
-    tens of microseconds: far more than checking a small body)."""
+    tens of microseconds: far more than checking a small body). Annotations that cannot be
+    evaluated (a name only imported under ``TYPE_CHECKING``) leave the fields unchecked, and
+    say so."""
     try:
         return typing.get_type_hints(tp)
-    except Exception:
+    except Exception as exc:
+        log.warning(
+            "the fields of %s are not checked: its annotations cannot be evaluated (%s)",
+            getattr(tp, "__qualname__", tp),
+            exc,
+        )
         return {}
 
 

@@ -25,6 +25,7 @@ import zmq
 
 from ._problems import ProblemLog
 from .channel import Channel
+from .security import needs_zap
 from .signals import peer_connected, peer_disconnected, socket_event
 from .socket_types import KINDS
 
@@ -163,10 +164,12 @@ class SocketMonitor:
             self.closed_early(endpoint, endpoint)  # the peer hung up mid-handshake
         elif name in _FAILED:
             # Each failed connection is counted once: its close is not counted again, and a
-            # refusal by the app's authenticator is counted there (auth_refused).
+            # refusal by this app's authenticator is counted there (auth_refused). A CURVE
+            # client refused by its server is counted here.
             if self.unshaken.get(endpoint, 0) > 0:
                 self.unshaken[endpoint] -= 1
-            if not (name == "handshake_failed_auth" and value == ZAP_REFUSED):
+            ours = name == "handshake_failed_auth" and value == ZAP_REFUSED and needs_zap(channel)
+            if not ours:
                 channel.stats.handshake(name)
             log.warning(
                 "channel %r: %s on %s (%s)",

@@ -309,6 +309,25 @@ class Pump:
         """The descriptor fired, or a check was scheduled: flush, then drain a batch."""
         if self._closed:
             return
+        try:
+            self.take_events()
+        except zmq.ZMQError:
+            raise
+        except Exception as exc:
+            # A signal receiver (handler_failed, message_sent...) raised in the middle of a
+            # batch or a flush. Say so, and go on: what is queued raised no new edge, so work
+            # left unfinished here would never be done.
+            self.host.problems.report(
+                self.name,
+                "handler_failed",
+                "a receiver of a zmqapp signal failed on channel %r",
+                self.name,
+                level=logging.ERROR,
+                exc_info=exc,
+            )
+            self.schedule_check()
+
+    def take_events(self) -> None:
         if self.outbox and self.get_option(_EVENTS) & _POLLOUT:
             self.flush()
         if self.reading:
@@ -317,20 +336,12 @@ class Pump:
             except zmq.ZMQError as exc:
                 if exc.errno != zmq.EFSM:
                     raise
+                more = False
+                refused = True
+            else:
+                refused = False
+            if refused:  # outside the except clause: what it sends may raise in its turn
                 more = self.refused_read()
-            except Exception as exc:
-                # A signal receiver (handler_failed, message_sent...) raised in the middle of a
-                # batch. Say so, and read on: what is queued raised no new edge, so a batch
-                # left unfinished here would never be read.
-                self.host.problems.report(
-                    self.name,
-                    "handler_failed",
-                    "a receiver of a zmqapp signal failed on channel %r",
-                    self.name,
-                    level=logging.ERROR,
-                    exc_info=exc,
-                )
-                more = True
             if more:
                 self.schedule_check()  # batch used up: let other channels run first (rule 1)
                 return
@@ -936,15 +947,16 @@ class Pump:
             except _Again:
                 break
             except zmq.ZMQError as exc:
+                outbox.popleft()
                 self.stats.drop(_drop_reason(exc))
                 log.warning("channel %r dropped a queued message: %s", self.name, exc)
             else:
+                frames = outbox.popleft()  # sent: gone from the queue before anyone is told
                 self.stats.sent += 1
                 if self.taps:
-                    self.tap_out(outbox[0])
+                    self.tap_out(frames)
                 if message_sent.receivers:
-                    message_sent.send(self.app, channel=self.channel, frames=outbox[0])
-            outbox.popleft()
+                    message_sent.send(self.app, channel=self.channel, frames=frames)
         if self.congested and len(outbox) <= self.queue_limit // 2:
             self.set_congested(False)
         if self._room and len(outbox) < self.queue_limit:

@@ -487,23 +487,32 @@ class Runtime:
             for fn in self.app.stop_hooks:
                 try:
                     if is_async_callable(fn):
-                        left = max(MIN_HOOK_TIME, hard - loop.time())
-                        await asyncio.wait_for(self._run_hook(fn), left)
+                        await self._run_stop_hook(fn, max(MIN_HOOK_TIME, hard - loop.time()))
                     else:
                         await self._run_hook(fn)
-                except asyncio.TimeoutError:
-                    self.logger.error(
-                        "stop hook %s was still running a second after SHUTDOWN_TIMEOUT (%s s); "
-                        "cancelled",
-                        describe(fn),
-                        timeout,
-                    )
                 except Exception as exc:
                     self.logger.error("stop hook %s failed", describe(fn), exc_info=exc)
 
         # 5. Flush what zmqapp still queues, up to the deadline.
         while loop.time() < deadline and any(pump.outbox for pump in pumps):
             await asyncio.sleep(0.005)
+
+    async def _run_stop_hook(self, fn: Callable[[], Any], seconds: float) -> None:
+        """Run a coroutine stop hook for at most ``seconds``; cancel it then, and say so.
+        (Not asyncio.wait_for: a hook's own TimeoutError, an ``app.request`` Timeout, is its
+        failure, not its running out of time.)"""
+        task = asyncio.get_running_loop().create_task(self._run_hook(fn))
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+        if done:
+            task.result()  # its own failure, if any, raises here
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=MIN_HOOK_TIME)
+        self.logger.error(
+            "stop hook %s was still running a second after SHUTDOWN_TIMEOUT (%s s); cancelled",
+            describe(fn),
+            float(self.config["SHUTDOWN_TIMEOUT"]),
+        )
 
     def _report_deadline(
         self,
