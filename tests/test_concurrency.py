@@ -4,9 +4,11 @@ while work is in flight."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -333,3 +335,49 @@ def test_an_async_receiver_connected_from_another_thread_gets_messages(
     wait_for(lambda: len(handled) == 20)
     wait_for(lambda: len(seen) >= 1)
     app.signal("pull").disconnect(watcher)
+
+
+@pytest.mark.timeout(90)
+def test_send_to_pushes_back_on_the_producer_and_loses_nothing(spawn: Any, ctx: Any) -> None:
+    """A relay process whose consumer does not read: its send queue stays within SEND_QUEUE,
+    its PULL stops reading, the kernel's and ZeroMQ's buffers fill, and the producer blocks.
+    Then the consumer reads: every message arrives exactly once, none dropped."""
+    relay = spawn([sys.executable, str(APPS / "forward_load.py")])
+    inbound, outbound = relay.wait_for_line(r"^bound ")[0].split()[1:]
+    producer = ctx.socket(zmq.PUSH)
+    producer.setsockopt(zmq.SNDHWM, 10)
+    producer.setsockopt(zmq.LINGER, 0)
+    producer.connect(inbound)
+    consumer = ctx.socket(zmq.PULL)
+    consumer.setsockopt(zmq.RCVHWM, 10)
+    consumer.setsockopt(zmq.LINGER, 0)
+    consumer.setsockopt(zmq.RCVTIMEO, 10_000)
+    consumer.connect(outbound)
+    pad = b"." * 1024  # so the TCP buffers fill within a few thousand messages
+    sent = 0
+    deadline = time.monotonic() + 30
+    try:
+        while True:  # send until the relay's back-pressure reaches the producer
+            try:
+                producer.send(b"%d:" % sent + pad, zmq.NOBLOCK)
+                sent += 1
+            except zmq.Again:
+                if not producer.poll(500, zmq.POLLOUT):
+                    break  # blocked for half a second: pushed back
+            assert sent < 50_000, "the producer was never pushed back"
+            assert time.monotonic() < deadline, "the producer was never pushed back"
+        got = [consumer.recv().split(b":")[0] for _ in range(sent)]
+        consumer.setsockopt(zmq.RCVTIMEO, 300)
+        with pytest.raises(zmq.Again):
+            consumer.recv()  # and nothing twice
+    finally:
+        producer.close()
+        consumer.close()
+    relay.send_signal(signal.SIGTERM)
+    assert relay.wait(30) == 0
+    report = relay.wait_for_line(r"^stopped ")[0]
+    counts = dict(item.split("=") for item in report.split()[1:])
+    assert sorted(got, key=int) == [b"%d" % i for i in range(sent)]
+    assert int(counts["received"]) == int(counts["sent"]) == sent, report
+    assert int(counts["dropped"]) == 0, report
+    assert int(counts["peak_queue"]) <= 10, report  # SEND_QUEUE: memory stays bounded

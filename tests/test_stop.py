@@ -84,6 +84,30 @@ def test_shutdown_timeout_bounds_a_stop_with_slow_plain_handlers(spawn: Any) -> 
 
 
 @pytest.mark.timeout(60)
+def test_shutdown_timeout_bounds_a_stop_with_slow_coroutine_handlers(spawn: Any) -> None:
+    """Eight coroutine handlers in flight and a backlog at SIGTERM: the stop ends within
+    SHUTDOWN_TIMEOUT and a second, and every message is accounted for: handled, cancelled
+    in flight at the deadline, or read and dropped at the deadline, each counted in the log."""
+    env = {"HANDLER_SECONDS": "0.2", "ASYNC": "1", "CONCURRENCY": "8",
+           "ZMQAPP_SHUTDOWN_TIMEOUT": "1"}  # fmt: skip
+    app = spawn([sys.executable, str(APPS / "stop_load.py")], env=env)
+    address = app.wait_for_line(r"^bound ")[0].split()[1]
+    _send_and_settle(address, zmq.PUSH, 1000)  # 25 s of work
+    app.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert app.wait(30) == 0
+    took = time.monotonic() - signalled
+    handled = _count(app.wait_for_line(r"^stopped ")[0], "handled")
+    [running] = app.wait_for_line(r"still had \d+ handler call\(s\)", stream="err")
+    cancelled = int(re.search(r"still had (\d+) handler call", running).group(1))  # type: ignore[union-attr]
+    [queued] = app.wait_for_line(r"still had messages queued at SHUTDOWN_TIMEOUT", stream="err")
+    dropped = int(re.search(r"dropped (\d+) unhandled", queued).group(1))  # type: ignore[union-attr]
+    assert cancelled == 8
+    assert handled + cancelled + dropped == 1000, (handled, cancelled, dropped)
+    assert took < 3.0, f"SHUTDOWN_TIMEOUT=1 but the stop took {took:.1f} s"
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["ROUTER", "REP"])
 def test_two_way_channels_answer_every_queued_request_at_a_stop(kind: str, spawn: Any) -> None:
     """In-flight requests finish; queued ones get a fast 'unavailable' error; none is left
