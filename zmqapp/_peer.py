@@ -34,6 +34,7 @@ from .channel import Endpoint
 from .codecs import Codec, get_codec
 from .errors import SetupError
 from .message import parse_error_reply, split_envelope
+from .monitor import EVENT_NAMES, close_monitor
 from .recording import Recorded, Recorder
 from .security import read_public_key, read_secret_key
 from .socket_types import SOCKET_TYPES, TYPE_NAMES
@@ -54,13 +55,6 @@ SHARING: dict[int, str] = {
     zmq.ROUTER: "requests are spread over every REP and ROUTER connected to the client",
     zmq.DEALER: "a DEALER or ROUTER deals its messages out among the peers connected to it",
 }
-
-_EVENTS = {
-    int(value): name[len("EVENT_") :].lower()
-    for name, value in vars(zmq).items()
-    if name.startswith("EVENT_") and isinstance(value, int) and name != "EVENT_ALL"
-}
-
 
 # -- sockets -----------------------------------------------------------------------------------
 
@@ -189,7 +183,7 @@ class ShellSocket:
                 event = parse_monitor_message(monitor.recv_multipart())
             except Exception:  # pragma: no cover - libzmq sends what pyzmq parses
                 continue
-            name = _EVENTS.get(int(event["event"]), str(event["event"]))
+            name = EVENT_NAMES.get(int(event["event"]), str(event["event"]))
             endpoint = bytes(event["endpoint"]).decode(errors="replace")
             self.events.append((name, endpoint, event["value"]))
             if name == "handshake_succeeded":
@@ -233,11 +227,7 @@ class ShellSocket:
 
     def close(self, linger: int) -> None:
         if self.monitor is not None:
-            try:
-                self.sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
-            self.monitor.close(linger=0)
+            close_monitor(self.sock, self.monitor)
             self.monitor = None
         self.sock.close(linger=linger)
 

@@ -51,7 +51,6 @@ ZAP_REFUSED = 400
 _FAILED = {"handshake_failed_auth", "handshake_failed_protocol", "handshake_failed_no_detail"}
 #: The events zmqapp asks the monitor for.
 EVENTS = int(zmq.EVENT_ALL)
-_EVENT = EVENTS
 
 
 def describe_value(event: str, value: int) -> str:
@@ -110,7 +109,7 @@ class SocketMonitor:
         self.unshaken: dict[str, int] = {}
         if monitor is None:
             assert sock is not None
-            monitor = sock.get_monitor_socket(_EVENT)
+            monitor = sock.get_monitor_socket(EVENTS)
         self.monitor: zmq.Socket[Any] = monitor
         self.fd = self.monitor.FD
         self.loop.add_reader(self.fd, self.read)
@@ -153,21 +152,21 @@ class SocketMonitor:
             if peer_connected.receivers:
                 peer_connected.send(self.app, channel=channel, address=address)
         elif name == "handshake_succeeded":
-            self.unshaken[endpoint] = max(0, self.unshaken.get(endpoint, 0) - 1)
+            self._shaken(endpoint)
         elif name == "disconnected":
             address = self.peers.pop(value, endpoint)
-            if self.unshaken.get(endpoint, 0) > 0:
-                self.closed_early(endpoint, address)
+            if self._shaken(endpoint):
+                self.closed_early(address)
             if peer_disconnected.receivers:
                 peer_disconnected.send(self.app, channel=channel, address=address)
         elif name == "handshake_failed_no_detail" and value in _PEER_CLOSED:
-            self.closed_early(endpoint, endpoint)  # the peer hung up mid-handshake
+            self._shaken(endpoint)
+            self.closed_early(endpoint)  # the peer hung up mid-handshake
         elif name in _FAILED:
             # Each failed connection is counted once: its close is not counted again, and a
             # refusal by this app's authenticator is counted there (auth_refused). A CURVE
             # client refused by its server is counted here.
-            if self.unshaken.get(endpoint, 0) > 0:
-                self.unshaken[endpoint] -= 1
+            self._shaken(endpoint)
             ours = name == "handshake_failed_auth" and value == ZAP_REFUSED and needs_zap(channel)
             if not ours:
                 channel.stats.handshake(name)
@@ -182,13 +181,19 @@ class SocketMonitor:
         if socket_event.receivers:
             socket_event.send(self.app, channel=channel, event=name, endpoint=endpoint, value=value)
 
-    def closed_early(self, endpoint: str, address: str) -> None:
+    def _shaken(self, endpoint: str) -> bool:
+        """One connection on ``endpoint`` is done with its handshake, one way or another;
+        True if one was waiting for it."""
+        if self.unshaken.get(endpoint, 0) > 0:
+            self.unshaken[endpoint] -= 1
+            return True
+        return False
+
+    def closed_early(self, address: str) -> None:
         """A connection closed before its ZeroMQ handshake completed: libzmq says no more
         when socket types do not pair (a PUSH meeting a PUSH), or one side speaks CURVE and
         the other not. Counted once, as ``closed_before_handshake``, and said with a hint."""
         channel = self.channel
-        if self.unshaken.get(endpoint, 0) > 0:
-            self.unshaken[endpoint] -= 1
         channel.stats.handshake("closed_before_handshake")
         self.problems.report(
             channel.name,
@@ -205,9 +210,14 @@ class SocketMonitor:
     def close(self) -> None:
         self.read()  # deliver what is left
         self.loop.remove_reader(self.fd)
-        if self.socket is not None:
-            try:
-                self.socket.disable_monitor()
-            except zmq.ZMQError:
-                pass
-        self.monitor.close(linger=0)
+        close_monitor(self.socket, self.monitor)
+
+
+def close_monitor(sock: zmq.Socket[Any] | None, monitor: zmq.Socket[Any]) -> None:
+    """Stop monitoring ``sock`` (None: a socket another thread owns) and close ``monitor``."""
+    if sock is not None:
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+    monitor.close(linger=0)
