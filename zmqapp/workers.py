@@ -50,7 +50,7 @@ from .channel import Channel, Endpoint
 from .errors import SetupError
 from .monitor import EVENTS, SocketMonitor
 from .signals import app_started, app_stopping, peer_connected
-from .socket_types import INBOUND_ONLY, KINDS
+from .socket_types import INBOUND_ONLY, TYPE_NAMES
 from .sockets import set_option, socket_options
 from .tap import Tap
 from .web import HttpServer, LoopLag
@@ -89,7 +89,6 @@ class Proxy:
     drained: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     deadline: float = 0.0  # time.monotonic() by which the hand-over ends
-    handed_over: int = 0
     dropped: int = 0
     #: The public socket's monitor, made by the proxy's thread, read on the parent's loop.
     monitor: zmq.Socket[Any] | None = None
@@ -114,9 +113,8 @@ class Proxy:
             raise self.error
 
     def _run(self, context: zmq.Context[Any], control_address: str) -> None:
-        kind = KINDS[self.channel.socket_type]
-        assert kind.proxy is not None
-        public_type, private_type = kind.proxy
+        assert self.channel.kind.proxy is not None
+        public_type, private_type = self.channel.kind.proxy
         public = context.socket(public_type)
         private = context.socket(private_type)
         control = context.socket(zmq.PAIR)
@@ -189,7 +187,6 @@ class Proxy:
             except zmq.Again:
                 self.dropped += 1
                 break
-            self.handed_over += 1
         # Count what was queued at the deadline; bounded, as a peer may go on sending faster
         # than this loop drops (what comes later is "not taken", as the warning says).
         until = time.monotonic() + DROP_COUNT_TIME
@@ -223,8 +220,7 @@ class Proxy:
     def close(self) -> None:
         """End whichever phase the proxy is in, and close it."""
         if self.thread is not None and self.thread.is_alive():
-            if not self.drained.is_set():
-                self.stop_taking(time.monotonic())
+            self.stop_taking(time.monotonic())
             self.drained.wait(10)
             self.command(b"TERMINATE")
             self.thread.join(10)
@@ -402,7 +398,6 @@ class Supervisor:
         self.ipc_dir = ""
         self.stopping = False
         self.gave_up = False
-        self.killed = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._restarts: dict[int, asyncio.TimerHandle] = {}
@@ -443,7 +438,7 @@ class Supervisor:
                     proxy.channel.name,
                     proxy.bound,
                     self.count,
-                    "/".join(KINDS[t].name for t in KINDS[proxy.channel.socket_type].proxy or ()),
+                    "/".join(TYPE_NAMES[t] for t in proxy.channel.kind.proxy or ()),
                 )
             if not self.stopping:
                 for slot in range(self.count):
@@ -467,9 +462,8 @@ class Supervisor:
                 reap.cancel()
             for worker in list(self.workers.values()):
                 self._forget(worker)
-                if worker.proc.poll() is None:
-                    worker.proc.kill()
-                    worker.proc.wait()
+                _kill(worker.proc)
+                worker.proc.wait()
             for proxy in self.proxies:
                 proxy.close()
             context.destroy(linger=0)
@@ -504,7 +498,6 @@ class Supervisor:
             "log_format": self.log_format,
             "link": child_end.fileno(),
             "ipc_dir": self.ipc_dir,
-            "parent": os.getpid(),
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "zmqapp.workers", json.dumps(spec)],
@@ -892,11 +885,11 @@ def worker_main(spec: dict[str, Any]) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     slot = int(spec["slot"])
     level = str(spec["log_level"])
-    logs.configure(level, str(spec.get("log_format") or "text"), worker=slot)
+    log_format = str(spec["log_format"])  # the parent's, already chosen and checked
+    logs.configure(level, log_format, worker=slot)
     link = socket.socket(fileno=int(spec["link"]))
     try:
         app = load_app(spec["app"], spec["config"], [tuple(s) for s in spec["settings"]])
-        log_format = logs.check_format(spec.get("log_format") or app.config.get("LOG_FORMAT"))
     except Exception:
         log.exception("worker %d cannot start", slot)
         return 1
