@@ -225,19 +225,26 @@ def build_topology(apps: Sequence[tuple[str, App]]) -> Topology:
     return topology
 
 
+def flows_from_connector(connector: str, binder: str | None) -> bool:
+    """True if messages go from the connecting socket to the bound one (``binder`` None: a
+    peer outside): senders send, receivers receive, the side that asks asks the other."""
+    if connector in SENDERS or binder in RECEIVERS:
+        return True
+    if connector in RECEIVERS or binder in SENDERS:
+        return False
+    return not (connector in ANSWERERS and binder in ASKERS)
+
+
 def _link(connecting: Node, binding: Node, address: str) -> Edge:
     """The edge between a channel that connects and one that binds, in the direction
     messages flow."""
     pair = {connecting.type_name, binding.type_name}
     if frozenset(pair) not in COMPATIBLE:
         return Edge(connecting, binding, address, kind="mismatch")
-    if connecting.type_name in SENDERS or binding.type_name in RECEIVERS:
-        return Edge(connecting, binding, address)
-    if binding.type_name in SENDERS or connecting.type_name in RECEIVERS:
-        return Edge(binding, connecting, address)
-    if connecting.type_name in ANSWERERS and binding.type_name in ASKERS:
-        return Edge(binding, connecting, address, two_way=True)  # the asker binds
-    return Edge(connecting, binding, address, two_way=True)
+    two_way = not pair & (SENDERS | RECEIVERS)
+    if flows_from_connector(connecting.type_name, binding.type_name):
+        return Edge(connecting, binding, address, two_way=two_way)
+    return Edge(binding, connecting, address, two_way=two_way)  # the binder sends (or asks)
 
 
 def _to_outside(node: Node, out: Outside, address: str) -> Edge:

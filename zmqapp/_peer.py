@@ -12,7 +12,6 @@ tell (nothing listening, a host that does not resolve, a refused CURVE handshake
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
@@ -38,6 +37,7 @@ from .monitor import EVENT_NAMES, close_monitor
 from .recording import Recorded, Recorder
 from .security import read_public_key, read_secret_key
 from .socket_types import SOCKET_TYPES, TYPE_NAMES
+from .tap import frame_json
 
 #: Socket types ``zmqapp send`` and ``zmqapp replay`` offer.
 SEND_TYPES = ("PUSH", "PUB", "REQ", "DEALER", "PAIR")
@@ -391,11 +391,7 @@ def json_value(value: Any) -> Any:
     ``"NaN"``. Map keys become strings.
     """
     if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"encoding": "base64", "data": base64.b64encode(data).decode("ascii")}
+        return frame_json(bytes(value))
     if isinstance(value, dict):
         return {_key(k): json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -793,7 +789,7 @@ def listen(endpoints: Sequence[Endpoint], options: ListenOptions) -> None:
     except KeyboardInterrupt:
         pass  # Ctrl-C or SIGTERM: a normal way to stop listening
     except BrokenPipeError:
-        _drop_stdout()  # the reader went away (| head): stop quietly
+        drop_stdout()  # the reader went away (| head): stop quietly
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -857,8 +853,12 @@ def _render(
     return " ".join(parts)
 
 
-def _drop_stdout() -> None:
+def drop_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's final flush does not fail too."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout is not a file
+        pass
+    finally:
+        os.close(devnull)

@@ -37,8 +37,6 @@ from .security import read_secret_key
 
 #: The ZAP domain of the collector's socket.
 DOMAIN = "zmqapp/logs"
-#: Level names, as the ``--level`` option takes them.
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _COLORS = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "red", "DEBUG": "bright_black"}
 
 

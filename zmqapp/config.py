@@ -96,8 +96,6 @@ DEFAULTS: dict[str, Any] = {
 #: Environment variables (after the ``ZMQAPP_`` prefix) that are command-line options, not
 #: config keys: ``ZMQAPP_APP`` names the app and ``ZMQAPP_CONFIG`` the config file.
 OPTION_ENV_NAMES = ("APP", "CONFIG")
-#: The variable that names a config file, the environment's form of ``--config``.
-CONFIG_ENV_VAR = "ZMQAPP_CONFIG"
 #: Channel options that name files. Relative paths in them, in a config file, resolve from
 #: that file's directory; a Z85 key (which is not a path) is left as it is. From environment
 #: variables and ``--set`` they stay relative to the working directory, as a shell user means.

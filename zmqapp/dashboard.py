@@ -31,7 +31,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from ._graph import connects_to, split_address
+from ._graph import RECEIVERS, WILDCARD_HOSTS, connects_to, flows_from_connector, split_address
 from ._static import asset, page
 from .live import LiveError, Unreachable, parse_status, unreachable
 
@@ -39,13 +39,7 @@ from .live import LiveError, Unreachable, parse_status, unreachable
 FRESH = 0.5
 #: Seconds to wait for an app's ``/status``.
 POLL_TIMEOUT = 2.0
-#: Socket types that only send, and that only receive: they tell which way data flows.
-SENDING = frozenset({"PUSH", "PUB", "XPUB"})
-RECEIVING = frozenset({"PULL", "SUB", "XSUB"})
-CLIENTS = frozenset({"REQ", "DEALER"})
-SERVERS = frozenset({"REP", "ROUTER"})
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
-WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", ""})
 
 
 @dataclass
@@ -102,16 +96,6 @@ def reaches(bound: str, bound_host: str, connect: str, connect_host: str) -> boo
     return connects_to(bound, connect)
 
 
-def flows_from_connector(connector: str, binder: str | None) -> bool:
-    """True if messages go from the connecting socket to the bound one (the way an edge's
-    arrow points): senders send, receivers receive, clients ask servers."""
-    if connector in SENDING or binder in RECEIVING:
-        return True
-    if connector in RECEIVING or binder in SENDING:
-        return False
-    return not (connector in SERVERS and binder in CLIENTS)
-
-
 def system_edges(apps: Sequence[Watched]) -> list[dict[str, Any]]:
     """The edges between the apps' channels (``send_to`` edges are the page's to add).
 
@@ -148,7 +132,7 @@ def system_edges(apps: Sequence[Watched]) -> list[dict[str, Any]]:
         via = {
             "app": app.id,
             "channel": name,
-            "counter": "received" if kind in RECEIVING else "sent",
+            "counter": "received" if kind in RECEIVERS else "sent",
             "share": 1.0 / (count * max(1, len(targets))),
         }
         subscriptions = list(channel.get("subscribe") or [])

@@ -17,7 +17,6 @@ import concurrent.futures
 import datetime
 import http.client
 import json
-import os
 import shutil
 import signal
 import sys
@@ -31,6 +30,7 @@ from typing import IO, Any
 
 import click
 
+from ._peer import drop_stdout
 from .recording import Recorder
 
 #: Seconds a stream may stay silent before the tool gives up (the app sends an empty line
@@ -353,21 +353,10 @@ def interruptible() -> Iterator[None]:
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:
-        _drop_stdout()
+        drop_stdout()
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _drop_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's final flush does not fail too."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # pragma: no cover - stdout is not a file
-        pass
-    finally:
-        os.close(devnull)
 
 
 # -- rates and latency ---------------------------------------------------------------------------

@@ -30,8 +30,6 @@ import zmq
 
 #: The formats ``LOG_FORMAT`` and ``--log-format`` take.
 FORMATS = ("text", "json")
-#: The text format's line, with the worker in it when there is one.
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class JsonFormatter(logging.Formatter):

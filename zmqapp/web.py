@@ -302,14 +302,7 @@ class Asset(Handler):
 class HttpServer:
     """The app's (or pool's) HTTP server, on the running loop."""
 
-    def __init__(
-        self,
-        source: Source,
-        address: str,
-        *,
-        token: str | None = None,
-        routes: list[Any] | None = None,
-    ) -> None:
+    def __init__(self, source: Source, address: str, *, token: str | None = None) -> None:
         self.host, self.port = parse_address(address)
         self.token = token or None
         kwargs = {"source": source, "token": self.token}
@@ -322,8 +315,6 @@ class HttpServer:
             (r"/", Page, kwargs),
             (r"/static/([^/]+)", Asset, kwargs),
         ]
-        for pattern, handler, extra in routes or []:
-            handlers.append((pattern, handler, {**kwargs, **extra}))
         self.application = tornado.web.Application(handlers, compress_response=False)
         self.server: tornado.httpserver.HTTPServer | None = None
         #: ``http://host:port`` once started (the port the OS picked, for port 0).
