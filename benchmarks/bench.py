@@ -374,8 +374,11 @@ def build_cases(args: argparse.Namespace, peers: dict[str, str | None]) -> list[
             f"8. Requests with {roundtrip.WINDOW} in flight, 64 B ({requests:,} requests)",
             "Each client keeps 64 requests in flight against an echo server. The raw pair is a "
             "blocking DEALER against a blocking ROUTER loop; zmqapp is `await app.request()` "
-            "from 64 coroutines against a zmqapp ROUTER channel with a plain handler. The last "
-            "three rows mix the sides to show where the time goes.",
+            "from 64 coroutines against a zmqapp ROUTER channel with a plain handler. The rows "
+            "after the peers mix the sides to show where the time goes; the two with a "
+            "request-id frame are the raw client doing what `app.request` must do to match "
+            "each reply to its request with any number of servers in any order: an 8-byte id "
+            "frame before the empty delimiter, sent back by any REP or ROUTER server.",
             "rate",
             "requests/s",
             [
@@ -421,6 +424,18 @@ def build_cases(args: argparse.Namespace, peers: dict[str, str | None]) -> list[
                     "raw DEALER -> zmqapp ROUTER",
                     lambda: rpc_run(
                         roundtrip.zmqapp_router_server, roundtrip.raw_dealer_client, requests
+                    ),
+                ),
+                Variant(
+                    "raw DEALER with a request-id frame -> raw ROUTER",
+                    lambda: rpc_run(
+                        roundtrip.raw_router_server, roundtrip.raw_correlating_client, requests
+                    ),
+                ),
+                Variant(
+                    "raw DEALER with a request-id frame -> zmqapp ROUTER",
+                    lambda: rpc_run(
+                        roundtrip.zmqapp_router_server, roundtrip.raw_correlating_client, requests
                     ),
                 ),
                 Variant(

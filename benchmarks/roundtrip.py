@@ -184,6 +184,45 @@ def raw_dealer_client(endpoint: str, count: int) -> dict[str, float]:
     return {"rate": count / elapsed}
 
 
+def raw_correlating_client(endpoint: str, count: int) -> dict[str, float]:
+    """:func:`raw_dealer_client` that can tell which reply answers which request, as
+    ``app.request`` does: each request carries an 8-byte id frame before the empty delimiter
+    (a REP or ROUTER server sends it back), and each reply is matched to its request."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(endpoint)
+    send, recv = sock.send_multipart, sock.recv_multipart
+    pending: dict[bytes, int] = {}
+    sequence = iter(range(count + WARMUP))
+
+    def ask() -> None:
+        number = next(sequence)
+        request_id = number.to_bytes(8, "big")
+        pending[request_id] = number
+        send([request_id, b"", PAYLOAD])
+
+    def answer() -> None:
+        reply = recv()
+        if pending.pop(reply[0], None) is None or reply[1] or reply[2] != PAYLOAD:
+            raise RuntimeError(f"a reply matches no request: {reply!r}")
+
+    for _ in range(WARMUP):
+        ask()
+        answer()
+    start = clock()
+    for _ in range(WINDOW):
+        ask()
+    for _ in range(count - WINDOW):
+        answer()
+        ask()
+    for _ in range(WINDOW):
+        answer()
+    elapsed = clock() - start
+    sock.close(linger=0)
+    ctx.term()
+    return {"rate": count / elapsed}
+
+
 def zmqapp_client(endpoint: str, count: int) -> dict[str, float]:
     """``await app.request(...)`` on a DEALER channel from WINDOW coroutines."""
     from zmqapp import App
