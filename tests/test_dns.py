@@ -668,6 +668,22 @@ def test_an_app_channel_follows_a_dns_name(dns_server: DnsServer, running: Any, 
     wait_for(drained_and_quiet, timeout=5, interval=0.01)
 
 
+def test_the_scheme_is_case_insensitive_as_validation_says(running: Any, peer: Any) -> None:
+    """``TCP+DNS://`` passes validation, so it must also be connected as a DNS endpoint (it
+    once went to libzmq as it was, which knows no such transport)."""
+    from zmqapp import App
+
+    pull = peer(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    app = App("dns-upper")
+    app.config.update(LINGER=0)
+    app.add_channel("out", endpoint=f"TCP+DNS://127.0.0.1:{port}", type="PUSH")
+    running(app)
+    app.send("out", b"hello")
+    assert pull.poll(5000), "nothing arrived through the upper-case endpoint"
+    assert pull.recv() == b"hello"
+
+
 def test_a_dns_endpoint_cannot_be_bound() -> None:
     from zmqapp import App
 

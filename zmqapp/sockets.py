@@ -115,7 +115,7 @@ def socket_options(channel: Channel, config: Mapping[str, Any], binds: bool) -> 
 
 def is_dns(endpoint: Endpoint) -> bool:
     """True for a ``tcp+dns://`` endpoint, which the runtime connects address by address."""
-    return endpoint.address.startswith(dns.SCHEME)
+    return endpoint.address[: len(dns.SCHEME)].lower() == dns.SCHEME  # as parse_dns_endpoint
 
 
 def set_option(sock: zmq.Socket[Any], channel: Channel, option: int, value: Any) -> None:
