@@ -318,6 +318,30 @@ def test_no_peer_warnings(caplog: pytest.LogCaptureFixture, running: Any, tmp_pa
     wait_for(lambda: said("channel 'lonely_in' is bound at"), timeout=5)
 
 
+def test_a_pool_counts_the_peers_of_every_endpoint_a_channel_binds(spawn: Any, peer: Any) -> None:
+    """A channel bound on two addresses has a proxy, and a monitor, for each: its peers are
+    both monitors' (the second once replaced the first)."""
+    proc = spawn(
+        [sys.executable, "-m", "zmqapp", "run", "--app", str(APPS / "workers_app.py"),
+         "--workers", "2", "--set", "CHANNELS.results.endpoint=\"tcp://127.0.0.1:1\"",
+         "--set", 'CHANNELS.tasks.endpoint=["tcp://127.0.0.1:*", "tcp://127.0.0.2:*"]',
+         "--set", "HTTP=\"127.0.0.1:0\""],
+    )  # fmt: skip
+    [line] = proc.wait_for_line(r"HTTP: http://", stream="err")
+    base = re.search(r"(http://\S+)", line).group(1)  # type: ignore[union-attr]
+    lines = proc.wait_for_line(r"channel 'tasks': \S+ is bound here", stream="err", count=2)
+    bound = [re.search(r"(tcp://\S+) is bound here", x).group(1) for x in lines]  # type: ignore[union-attr]
+    assert len(set(bound)) == 2
+    wait_for(lambda: get(base + "/readyz")[0] == 200, timeout=20)
+    for address in bound:
+        peer(zmq.PUSH, connect=address)
+
+    def peers() -> Any:
+        return json.loads(get(base + "/status")[1])["channels"]["tasks"]["peers"]
+
+    wait_for(lambda: peers() == 2, timeout=10)
+
+
 def test_a_pool_serves_every_workers_numbers(spawn: Any, peer: Any) -> None:
     sink = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
     proc = spawn(

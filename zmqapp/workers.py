@@ -687,7 +687,9 @@ class Supervisor:
         added up, then each worker's own status under ``workers``."""
         snapshots = await self.snapshots()
         by_slot = {snap["worker"]: snap for snap in snapshots}
-        peers = {monitor.channel.name: monitor.peers for monitor in self.monitors}
+        peers: dict[str, list[str]] = {}  # one monitor per proxy: a channel may have several
+        for monitor in self.monitors:
+            peers.setdefault(monitor.channel.name, []).extend(monitor.peers.values())
         bound: dict[str, list[str]] = {}
         for proxy in self.proxies:
             bound.setdefault(proxy.channel.name, []).append(proxy.bound)
@@ -703,7 +705,7 @@ class Supervisor:
             )
             if name in peers:  # bound here by a proxy: its peers are the pool's
                 totals["peers"] = len(peers[name])
-                totals["peer_addresses"] = sorted(set(peers[name].values()))
+                totals["peer_addresses"] = sorted(set(peers[name]))
             channels[name] = totals
         workers = []
         for slot, worker in sorted(self.workers.items()):
