@@ -147,7 +147,7 @@ class LogShipper(logging.Handler):
         if curve_server_key:
             from .security import curve_client
 
-            curve_client(self.socket, "LOG_ENDPOINT", curve_server_key, curve_secret_key)
+            curve_client(self.socket, "LOG_ENDPOINT", curve_server_key, curve_secret_key or None)
         self.socket.connect(endpoint)
         self.thread = threading.Thread(target=self._ship, name="zmqapp-logs", daemon=True)
         self.thread.start()

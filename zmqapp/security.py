@@ -164,16 +164,6 @@ def _z85_key(where: str, option: str, spec: Any) -> bytes | None:
     return spec.encode("ascii")
 
 
-def load_secret(channel: Channel, spec: Any) -> tuple[bytes, bytes]:
-    """(public, secret) from a secret certificate file or a Z85 secret key."""
-    return read_secret_key(spec, "curve_secret_key", where=f"channel {channel.name!r}: ")
-
-
-def load_public(channel: Channel, spec: Any) -> bytes:
-    """A public key from a Z85 key or a certificate file (public or secret)."""
-    return read_public_key(spec, "curve_server_key", where=f"channel {channel.name!r}: ")
-
-
 def read_secret_key(spec: Any, option: str, *, where: str = "") -> tuple[bytes, bytes]:
     """(public, secret) from a secret certificate file or a Z85 secret key.
 
@@ -222,17 +212,13 @@ def _load_certificate(where: str, option: str, spec: Any) -> tuple[bytes, bytes 
 def apply(sock: zmq.Socket[Any], channel: Channel) -> None:
     """Set a channel's security options on its socket (before any bind or connect)."""
     security = channel.security
-    if "curve_secret_key" in security:
-        public, secret = load_secret(channel, security["curve_secret_key"])
-    elif is_client(channel):
-        public, secret = zmq.curve_keypair()  # an anonymous client: fresh keys each run
-    else:
-        public = secret = b""
+    owner = f"channel {channel.name!r}"
     if is_client(channel):
-        sock.curve_serverkey = load_public(channel, security["curve_server_key"])
-        sock.curve_publickey = public
-        sock.curve_secretkey = secret
+        curve_client(sock, owner, security["curve_server_key"], security.get("curve_secret_key"))
     elif is_server(channel):
+        public, secret = read_secret_key(
+            security["curve_secret_key"], "curve_secret_key", where=f"{owner}: "
+        )
         sock.curve_server = True
         sock.curve_publickey = public
         sock.curve_secretkey = secret
@@ -385,7 +371,7 @@ def authenticator_for(
 def curve_client(sock: zmq.Socket[Any], owner: str, server_key: Any, secret_key: Any) -> None:
     """Make ``sock`` a CURVE client of the server whose public key is ``server_key``, with
     the secret certificate ``secret_key`` (None: a fresh anonymous key pair)."""
-    if secret_key:
+    if secret_key is not None:
         public, secret = read_secret_key(secret_key, "curve_secret_key", where=f"{owner}: ")
     else:
         public, secret = zmq.curve_keypair()
