@@ -401,3 +401,23 @@ def test_a_tap_ends_quietly_on_sigterm(spawn: Any, tapped: Served) -> None:
     tap.send_signal(signal.SIGTERM)
     assert tap.wait(10) == 0
     assert "Traceback" not in "\n".join(tap.err)
+
+
+def test_tap_and_listen_write_a_value_as_the_same_json() -> None:
+    """``/tap`` and ``zmqapp listen --json`` share one conversion: floats JSON cannot hold,
+    bytes that are not text, and keys that are bytes come out the same in both."""
+    from zmqapp.tap import value_json
+
+    value = {
+        b"key": [float("nan"), float("inf"), -float("inf"), 1.5],
+        "raw": b"\xff\x00",
+        "text": b"caf\xc3\xa9",
+        3: None,
+    }
+    assert value_json(value) == {
+        "key": ["NaN", "Infinity", "-Infinity", 1.5],
+        "raw": {"encoding": "base64", "data": "/wA="},
+        "text": "café",
+        "3": None,
+    }
+    json.dumps(value_json(value), allow_nan=False)  # strict JSON

@@ -37,7 +37,7 @@ from .monitor import EVENT_NAMES, close_monitor
 from .recording import Recorded, Recorder
 from .security import read_public_key, read_secret_key
 from .socket_types import SOCKET_TYPES, TYPE_NAMES
-from .tap import frame_json
+from .tap import value_json
 
 #: Socket types ``zmqapp send`` and ``zmqapp replay`` offer.
 SEND_TYPES = ("PUSH", "PUB", "REQ", "DEALER", "PAIR")
@@ -379,34 +379,7 @@ def show_value(value: Any) -> str:
         return show_bytes(bytes(value))
     if isinstance(value, str):
         return value
-    return json.dumps(json_value(value), ensure_ascii=False)
-
-
-def json_value(value: Any) -> Any:
-    """A decoded value made JSON-safe.
-
-    Bytes become text when they are UTF-8, else ``{"encoding": "base64", "data": "..."}``.
-    A float JSON cannot hold (infinity, NaN) becomes a string: the text it was written as
-    when the json codec decoded it (``"1e999999"``), else ``"Infinity"``, ``"-Infinity"`` or
-    ``"NaN"``. Map keys become strings.
-    """
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return frame_json(bytes(value))
-    if isinstance(value, dict):
-        return {_key(k): json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_value(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return repr(value)
-
-
-def _key(key: Any) -> str:
-    if isinstance(key, (bytes, bytearray)):
-        return show_bytes(bytes(key))
-    return key if isinstance(key, str) else json.dumps(json_value(key))
+    return json.dumps(value_json(value), ensure_ascii=False)
 
 
 def _number(text: str) -> Any:
@@ -838,9 +811,9 @@ def _render(
     identity = envelope[0] if envelope else None
     if as_json:
         doc = {
-            "frames": [json_value(decoder.decode(frame)) for frame in body],
-            "topic": None if topic is None else json_value(topic),
-            "identity": None if identity is None else json_value(identity),
+            "frames": [value_json(decoder.decode(frame)) for frame in body],
+            "topic": None if topic is None else value_json(topic),
+            "identity": None if identity is None else value_json(identity),
         }
         return json.dumps(doc, ensure_ascii=False, allow_nan=False)
     parts = []

@@ -46,19 +46,31 @@ def frame_json(data: bytes) -> Any:
 
 
 def value_json(value: Any) -> Any:
-    """A decoded body made JSON-safe: bytes as :func:`frame_json`, floats that JSON cannot
-    write (inf, nan) as strings, anything unknown as its repr."""
+    """A decoded value made JSON-safe, the same way for ``/tap`` and ``zmqapp listen --json``.
+
+    Bytes become text when they are UTF-8, else ``{"encoding": "base64", "data": "..."}``.
+    A float JSON cannot hold (infinity, NaN) becomes a string: the text it was written as
+    when the json codec decoded it (``"1e999999"``), else ``"Infinity"``, ``"-Infinity"`` or
+    ``"NaN"``. Map keys become strings; anything else, its repr.
+    """
     if isinstance(value, (bytes, bytearray, memoryview)):
         return frame_json(bytes(value))
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
     if isinstance(value, dict):
-        return {str(k): value_json(v) for k, v in value.items()}
+        return {_key(k): value_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [value_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
     return repr(value)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, (bytes, bytearray)):
+        text = frame_json(bytes(key))
+        return text if isinstance(text, str) else repr(bytes(key))
+    return key if isinstance(key, str) else json.dumps(value_json(key))
 
 
 class Tap:
