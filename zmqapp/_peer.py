@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -726,46 +727,38 @@ def listen(endpoints: Sequence[Endpoint], options: ListenOptions) -> None:
     shell: ShellSocket | None = None
     recorder: Recorder | None = None
     linger = 0
-    previous: Any = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C
     try:
-        shell = ShellSocket(
-            context,
-            kind,
-            endpoints,
-            subscribe=subscribe,
-            curve=options.curve,
-            announce_connects=True,
-        )
-        if options.record is not None:
-            source = {"endpoint": shell.where, "type": options.type_name}
-            try:
-                recorder = Recorder.open(options.record, source)
-            except OSError as exc:
-                raise click.ClickException(
-                    f"Could not write the recording {options.record}: {exc.strerror or exc}."
-                ) from None
-        sock = shell.sock
-        seen = 0
-        while options.count is None or seen < options.count:
-            frames = sock.recv_multipart()
-            seen += 1
-            envelope, topic, body = _split(kind, frames)
-            if recorder is not None:
-                recorder.write(([] if topic is None else [topic]) + body)
-            click.echo(_render(envelope, topic, body, decoder, options.as_json))
-            if kind in (zmq.REP, zmq.ROUTER):
-                answer = [options.reply] if options.reply is not None else body
-                sock.send_multipart(envelope + answer if kind == zmq.ROUTER else answer)
-        linger = FLUSH_LINGER  # let the last reply go out
-    except KeyboardInterrupt:
-        pass  # Ctrl-C or SIGTERM: a normal way to stop listening
-    except BrokenPipeError:
-        drop_stdout()  # the reader went away (| head): stop quietly
+        with interruptible():  # Ctrl-C, SIGTERM or a closed stdout: a normal way to stop
+            shell = ShellSocket(
+                context,
+                kind,
+                endpoints,
+                subscribe=subscribe,
+                curve=options.curve,
+                announce_connects=True,
+            )
+            if options.record is not None:
+                source = {"endpoint": shell.where, "type": options.type_name}
+                try:
+                    recorder = Recorder.open(options.record, source)
+                except OSError as exc:
+                    raise click.ClickException(
+                        f"Could not write the recording {options.record}: {exc.strerror or exc}."
+                    ) from None
+            sock = shell.sock
+            seen = 0
+            while options.count is None or seen < options.count:
+                frames = sock.recv_multipart()
+                seen += 1
+                envelope, topic, body = _split(kind, frames)
+                if recorder is not None:
+                    recorder.write(([] if topic is None else [topic]) + body)
+                click.echo(_render(envelope, topic, body, decoder, options.as_json))
+                if kind in (zmq.REP, zmq.ROUTER):
+                    answer = [options.reply] if options.reply is not None else body
+                    sock.send_multipart(envelope + answer if kind == zmq.ROUTER else answer)
+            linger = FLUSH_LINGER  # let the last reply go out
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         if recorder is not None:
             recorder.close()
             click.echo(f"recorded {recorder.count} messages to {options.record}", err=True)
@@ -824,6 +817,24 @@ def _render(
         parts.append(f"[{show_bytes(topic)}]")
     parts.append(decoder.show(body))
     return " ".join(parts)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM end the block quietly (a normal way to stop watching or
+    listening); a closed stdout (``| head``) too."""
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        drop_stdout()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def drop_stdout() -> None:

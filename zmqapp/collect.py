@@ -30,9 +30,9 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
+from ._peer import interruptible
 from .channel import parse_endpoints
 from .errors import SetupError
-from .live import interruptible
 from .security import read_secret_key
 
 #: The ZAP domain of the collector's socket.

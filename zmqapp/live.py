@@ -18,19 +18,16 @@ import datetime
 import http.client
 import json
 import shutil
-import signal
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import click
 
-from ._peer import drop_stdout
+from ._peer import interruptible
 from .recording import Recorder
 
 #: Seconds a stream may stay silent before the tool gives up (the app sends an empty line
@@ -339,24 +336,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, dict) and value.get("encoding") == "base64" and len(value) == 2:
         return f"base64:{value.get('data')}"
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-@contextmanager
-def interruptible() -> Iterator[None]:
-    """Ctrl-C and SIGTERM end the block quietly (a normal way to stop watching); a closed
-    stdout (``| head``) too."""
-    previous: Any = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    except KeyboardInterrupt:
-        pass
-    except BrokenPipeError:
-        drop_stdout()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 # -- rates and latency ---------------------------------------------------------------------------
