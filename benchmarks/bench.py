@@ -103,6 +103,27 @@ def _timeout(count: int, slowest_rate: float = 2_000.0) -> float:
     return 60 + count / slowest_rate
 
 
+def _after_preload(
+    producer: Child,
+    consumer: Callable[..., Any],
+    endpoint: str,
+    count: int,
+    slowest_rate: float = 2_000.0,
+    **options: Any,
+) -> Any:
+    """Once ``producer`` has queued its messages, ``consumer`` binding the endpoint it waits
+    on; what the consumer measured. Both are stopped afterwards."""
+    try:
+        producer.get(timeout=_timeout(count, 100_000))
+        sink = Child(consumer, endpoint, count, **options)
+        try:
+            return sink.get(timeout=_timeout(count, slowest_rate))
+        finally:
+            sink.stop()
+    finally:
+        producer.stop()
+
+
 def pull_run(
     consumer: Callable[..., Sample],
     count: int,
@@ -112,16 +133,10 @@ def pull_run(
 ) -> Sample:
     """A preloaded producer, then ``consumer`` binding the endpoint it waits on."""
     endpoint = free_tcp_endpoint() if transport == "tcp" else free_ipc_endpoint()
-    producer = Child(oneway.preload, endpoint, count, frames)
     try:
-        producer.get(timeout=_timeout(count, 100_000))
-        sink = Child(consumer, endpoint, count, **options)
-        try:
-            return sink.get(timeout=_timeout(count))  # type: ignore[no-any-return]
-        finally:
-            sink.stop()
+        producer = Child(oneway.preload, endpoint, count, frames)
+        return _after_preload(producer, consumer, endpoint, count, **options)  # type: ignore[no-any-return]
     finally:
-        producer.stop()
         remove_ipc(endpoint)
 
 
@@ -149,30 +164,16 @@ def sub_run(consumer: Callable[..., Any], count: int, markers: bool = False, **o
 def flood_run(consumer: Callable[..., Sample], count: int, **options: Any) -> Sample:
     endpoint = free_tcp_endpoint()
     producer = Child(oneway.preload_numbered, endpoint, count)
-    try:
-        producer.get(timeout=_timeout(count, 100_000))
-        sink = Child(consumer, endpoint, count, **options)
-        try:
-            return sink.get(timeout=_timeout(count))  # type: ignore[no-any-return]
-        finally:
-            sink.stop()
-    finally:
-        producer.stop()
+    return _after_preload(producer, consumer, endpoint, count, **options)  # type: ignore[no-any-return]
 
 
 def ceiling_run(count: int, frames: list[bytes], transport: str = "tcp") -> float:
     """The producer alone: a preloaded producer into :func:`oneway.ceiling`."""
     endpoint = free_tcp_endpoint() if transport == "tcp" else free_ipc_endpoint()
-    producer = Child(oneway.preload, endpoint, count, frames, markers=True)
     try:
-        producer.get(timeout=_timeout(count, 100_000))
-        sink = Child(oneway.ceiling, endpoint, count)
-        try:
-            return sink.get(timeout=_timeout(count, 100_000))  # type: ignore[no-any-return]
-        finally:
-            sink.stop()
+        producer = Child(oneway.preload, endpoint, count, frames, markers=True)
+        return _after_preload(producer, oneway.ceiling, endpoint, count, 100_000)  # type: ignore[no-any-return]
     finally:
-        producer.stop()
         remove_ipc(endpoint)
 
 

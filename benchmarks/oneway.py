@@ -230,9 +230,10 @@ def _result(count: int, elapsed: float, cpu: float, rss_mb: float) -> dict[str, 
     return {"rate": (count - 1) / elapsed, "cpu_us": cpu / (count - 1) * 1e6, "rss_mb": rss_mb}
 
 
-def counter(tally: Tally) -> Callable[[Any], None]:
+def counter(tally: Tally, body_type: Any = Any) -> Callable[[Any], None]:
     """A handler that counts: what every callback-driven consumer does per message (the raw
-    loop only counts iterations, as a hand-written loop would)."""
+    loop only counts iterations, as a hand-written loop would). Its body parameter is
+    annotated ``body_type``: a :class:`Reading` asks zmqapp for a checked, typed body."""
     n = 0
     first, last, count = tally.first, tally.last, tally.count
 
@@ -244,22 +245,7 @@ def counter(tally: Tally) -> Callable[[Any], None]:
         elif n == count:
             last()
 
-    return handle
-
-
-def typed_counter(tally: Tally) -> Callable[[Reading], None]:
-    """:func:`counter` whose body parameter asks for a :class:`Reading`."""
-    n = 0
-    first, last, count = tally.first, tally.last, tally.count
-
-    def handle(body: Reading) -> None:
-        nonlocal n
-        n += 1
-        if n == 1:
-            first()
-        elif n == count:
-            last()
-
+    handle.__annotations__["body"] = body_type
     return handle
 
 
@@ -389,7 +375,7 @@ def zmqapp_consumer(
     if http:
         app.config["HTTP"] = "127.0.0.1:0"
     tally = Tally(count, app.stop)
-    handle = typed_counter(tally) if typed else counter(tally)
+    handle = counter(tally, Reading if typed else Any)
     if sub:
         app.channel("feed", endpoint=">" + endpoint, type="SUB", codec=codec)(handle)
     else:

@@ -31,15 +31,20 @@ WARMUP = 200
 # -- REQ/REP latency ---------------------------------------------------------------------------
 
 
-def raw_rep_server(endpoint: str) -> None:
-    """The raw REP echo loop."""
+def raw_echo_server(endpoint: str, kind: int) -> None:
+    """The raw blocking echo loop on a socket of ``kind`` (REP or ROUTER), until terminated."""
     ctx: zmq.Context[Any] = zmq.Context()
-    sock = ctx.socket(zmq.REP)
+    sock = ctx.socket(kind)
     sock.bind(endpoint)
     report("bound")
     recv, send = sock.recv_multipart, sock.send_multipart
     while True:
         send(recv())
+
+
+def raw_rep_server(endpoint: str) -> None:
+    """The raw REP echo loop."""
+    raw_echo_server(endpoint, zmq.REP)
 
 
 def zmqapp_rep_server(endpoint: str) -> None:
@@ -82,13 +87,7 @@ def req_client(endpoint: str, count: int) -> dict[str, float]:
 
 def raw_router_server(endpoint: str) -> None:
     """The raw blocking ROUTER echo loop."""
-    ctx: zmq.Context[Any] = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.bind(endpoint)
-    report("bound")
-    recv, send = sock.recv_multipart, sock.send_multipart
-    while True:
-        send(recv())
+    raw_echo_server(endpoint, zmq.ROUTER)
 
 
 def zmqapp_router_server(endpoint: str, concurrency: int = 0) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -126,6 +127,24 @@ class Proc:
 
         try:
             return wait_for(found, timeout=timeout)  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise AssertionError(self._missing(pattern, timeout)) from None
+
+    def expect_sending(
+        self, send: Callable[[], object], pattern: str, stream: str = "stdout", timeout: float = 15
+    ) -> re.Match[str]:
+        """:meth:`expect`, calling ``send`` again every 50 ms until the line comes: for a
+        subscriber, whose subscription reaches the publisher a moment after it connects."""
+
+        def attempt() -> re.Match[str] | None:
+            send()
+            try:
+                return self.expect(pattern, stream, timeout=0.05)
+            except AssertionError:
+                return None
+
+        try:
+            return wait_for(attempt, timeout=timeout)  # type: ignore[no-any-return]
         except TimeoutError:
             raise AssertionError(self._missing(pattern, timeout)) from None
 

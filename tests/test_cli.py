@@ -947,16 +947,7 @@ def test_listen_curve_client_reads_a_curve_server(run_cli: Any, tmp_path: Path, 
         "listen", pub.last_endpoint.decode(), "--type", "SUB", "--count", "1",
         "--curve-server-key", server_public,
     )  # fmt: skip
-
-    def heard() -> bool:
-        pub.send(b"encrypted news")
-        try:
-            proc.expect("encrypted news", timeout=0.05)
-        except AssertionError:
-            return False
-        return True
-
-    wait_for(heard, timeout=15)
+    proc.expect_sending(lambda: pub.send(b"encrypted news"), "encrypted news")
     assert proc.wait() == 0, proc.seen
 
 
@@ -1036,18 +1027,8 @@ def test_record_then_replay_reproduces_the_messages_in_order(
     address = recorder.expect(r"SUB socket bound to (tcp://\S+)", "stderr").group(1)
     pub = peer(zmq.PUB, connect=address)
     messages = [[b"t", b"first"], [b"t", b"\xff\x00 binary"], [b"t", b"3", b"frames"]]
-    pending = list(messages)
-
-    def published() -> bool:  # the subscription reaches the publisher a moment later
-        pub.send_multipart(pending[0])
-        try:
-            recorder.expect(".", timeout=0.05)
-        except AssertionError:
-            return False
-        return True
-
-    wait_for(published, timeout=15)
-    for frames in pending[1:]:
+    recorder.expect_sending(lambda: pub.send_multipart(messages[0]), ".")
+    for frames in messages[1:]:
         pub.send_multipart(frames)
     assert recorder.wait() == 0, recorder.seen
     assert f"recorded 3 messages to {recording}" in recorder.seen["stderr"]

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +21,11 @@ from typing import Any
 
 import pytest
 from browser import Browser, find_chromium
-from conftest import Proc
+from clitools import ZMQAPP, Proc
 
 from zmqapp.testing import wait_for
 
 SYSTEM = str(Path(__file__).parent / "apps" / "live_system.py")
-ZMQAPP = [sys.executable, "-m", "zmqapp"]
 
 
 def get_json(url: str) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import zmq
+from clitools import ZMQAPP
 from prometheus_client.parser import text_string_to_metric_families
 
 from zmqapp import App
@@ -345,7 +346,7 @@ def test_a_pool_counts_the_peers_of_every_endpoint_a_channel_binds(spawn: Any, p
 def test_a_pool_serves_every_workers_numbers(spawn: Any, peer: Any) -> None:
     sink = peer(zmq.PULL, bind="tcp://127.0.0.1:*")
     proc = spawn(
-        [sys.executable, "-m", "zmqapp", "run", "--app", str(APPS / "workers_app.py"),
+        [*ZMQAPP, "run", "--app", str(APPS / "workers_app.py"),
          "--workers", "2", "--set", f"CHANNELS.results.endpoint={sink.last_endpoint.decode()}",
          "--set", "HTTP=\"127.0.0.1:0\""],
     )  # fmt: skip

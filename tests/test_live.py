@@ -5,12 +5,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +17,7 @@ from typing import Any
 import pytest
 import zmq
 import zmq.auth
+from clitools import ZMQAPP, zmqapp
 
 from zmqapp.collect import LogFilter, format_record
 from zmqapp.dashboard import flows_from_connector, reaches
@@ -27,7 +25,6 @@ from zmqapp.live import app_url, format_tap_record, percentile
 from zmqapp.testing import wait_for
 
 APPS = Path(__file__).parent / "apps"
-ZMQAPP = [sys.executable, "-m", "zmqapp"]
 TAPPED = str(APPS / "live_tap.py")
 
 
@@ -48,12 +45,6 @@ def get(url: str, token: str | None = None, cookie: str | None = None) -> tuple[
             return response.status, response.read().decode(), response.headers
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(), exc.headers
-
-
-def zmqapp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ZMQAPP, *args], capture_output=True, text=True, env=env, timeout=30, check=False
-    )
 
 
 class Served:
@@ -208,11 +199,11 @@ def test_the_token_guards_taps_pages_and_status_but_not_the_probes(spawn: Any, p
         assert get(app.url + path, token="wrong")[0] == 401, path
     assert get(app.url + "/static/dashboard.js", token="s3cret")[0] == 200
 
-    refused = zmqapp("tap", app.url, "tasks", "--count", "1", env=_env())
+    refused = zmqapp("tap", app.url, "tasks", "--count", "1")
     assert refused.returncode == 1
     assert "needs a token" in refused.stderr and "ZMQAPP_HTTP_TOKEN" in refused.stderr
     assert "Traceback" not in refused.stderr
-    wrong = zmqapp("tap", app.url, "tasks", "--token", "nope", env=_env())
+    wrong = zmqapp("tap", app.url, "tasks", "--token", "nope")
     assert wrong.returncode == 1 and "refused the token" in wrong.stderr
 
     tap = spawn([*ZMQAPP, "tap", app.url, "tasks", "--count", "1"],
@@ -237,12 +228,6 @@ def test_the_token_guards_taps_pages_and_status_but_not_the_probes(spawn: Any, p
     assert get(app.url + "/?token=wrong")[0] == 401
 
 
-def _env(**extra: str) -> dict[str, str]:
-    """The environment without the test runner's own ZMQAPP_* variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQAPP_")}
-    return {**env, **extra}
-
-
 def test_live_tools_say_what_to_do_about_a_mistake(tapped: Served) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
@@ -261,14 +246,14 @@ def test_live_tools_say_what_to_do_about_a_mistake(tapped: Served) -> None:
         (("logs", "tcp://127.0.0.1:*", "--authorized-keys", "."), 1, "needs --curve-secret-key"),
     ]  # fmt: skip
     for args, code, said in cases:
-        done = zmqapp(*args, env=_env())
+        done = zmqapp(*args)
         assert (done.returncode, said in done.stderr) == (code, True), (args, done.stderr)
         assert "Traceback" not in done.stderr
 
 
 def test_a_dashboard_refuses_to_start_without_the_apps_token(spawn: Any) -> None:
     app = Served(spawn, TAPPED, env={"ZMQAPP_HTTP_TOKEN": "s3cret"})
-    done = zmqapp("dashboard", app.url, "--port", "0", env=_env())
+    done = zmqapp("dashboard", app.url, "--port", "0")
     assert done.returncode == 1 and "needs a token" in done.stderr
     assert "Traceback" not in done.stderr
 

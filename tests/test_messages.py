@@ -394,13 +394,19 @@ def test_a_message_with_too_many_frames_or_bytes_is_dropped_and_counted(
     assert "add up to 10000 bytes, more than MAXMSGSIZE (5000)" in str(failures[1])
 
 
-def test_the_summary_of_a_flood_comes_without_another_message(
-    app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def json_pull(app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture) -> Any:
+    """Run ``app`` with a JSON PULL channel "c" that ignores its bodies, its warnings in
+    ``caplog``; return a PUSH peer connected to it."""
     caplog.set_level(logging.WARNING)
     app.channel("c", endpoint=TCP, type="PULL", codec="json")(lambda body: None)
     running(app)
-    push = peer(zmq.PUSH, connect=app.channels["c"].bound[0])
+    return peer(zmq.PUSH, connect=app.channels["c"].bound[0])
+
+
+def test_the_summary_of_a_flood_comes_without_another_message(
+    app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    push = json_pull(app, running, peer, caplog)
     for _ in range(30):
         push.send(b"{")
     wait_for(lambda: app.channels["c"].stats.decode_failed == 30)
@@ -414,10 +420,7 @@ def test_the_summary_of_a_flood_comes_without_another_message(
 def test_decode_failures_name_the_peer_and_show_the_bytes(
     app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING)
-    app.channel("c", endpoint=TCP, type="PULL", codec="json")(lambda body: None)
-    running(app)
-    push = peer(zmq.PUSH, connect=app.channels["c"].bound[0])
+    push = json_pull(app, running, peer, caplog)
     push.send(b"\xffnot json")
     wait_for(lambda: app.channels["c"].stats.decode_failed == 1)
     [line] = [r.getMessage() for r in caplog.records if "undecodable" in r.getMessage()]
@@ -425,9 +428,7 @@ def test_decode_failures_name_the_peer_and_show_the_bytes(
     assert "b'\\xffnot json'" in line
 
 
-def test_typed_bodies_are_strict_with_and_without_pydantic(
-    app: App, running: Any, peer: Any
-) -> None:
+def test_typed_bodies_are_strict_with_and_without_pydantic() -> None:
     """One declaration, one behaviour: the same inputs are accepted and refused whether
     pydantic validates them (installed) or zmqapp does (not installed)."""
     code = """
@@ -494,10 +495,7 @@ print(repr(results[-1]))
 def test_a_flood_of_bad_input_is_logged_briefly(
     app: App, running: Any, peer: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING)
-    app.channel("c", endpoint=TCP, type="PULL", codec="json")(lambda body: None)
-    running(app)
-    push = peer(zmq.PUSH, connect=app.channels["c"].bound[0])
+    push = json_pull(app, running, peer, caplog)
     for _ in range(200):
         push.send(b"{")
     wait_for(lambda: app.channels["c"].stats.decode_failed == 200)

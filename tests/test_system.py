@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,25 +29,29 @@ ECHO = """\
     """
 
 
-def test_python_app_py_reads_zmqapp_variables(tmp_path: Path, peer: Any) -> None:
+def echoes_then_stops(proc: Proc, port: int, peer: Any, body: bytes) -> None:
+    """``proc`` answers ``body`` on the port, then exits 0 at SIGTERM."""
+    req = peer(zmq.REQ, connect=f"tcp://127.0.0.1:{port}")
+    req.send(body)
+    assert req.recv() == body
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait() == 0, proc.seen
+
+
+def test_python_app_py_reads_zmqapp_variables(tmp_path: Path, peer: Any, spawn: Any) -> None:
     script = write(tmp_path / "svc.py", ECHO)
     port = free_tcp_port()
-    proc = Proc(
+    proc = spawn(
         [sys.executable, str(script)],
         clean_env(ZMQAPP_CHANNELS__echo__endpoint=f"@tcp://127.0.0.1:{port}"),
         cwd=tmp_path,
     )
-    try:
-        req = peer(zmq.REQ, connect=f"tcp://127.0.0.1:{port}")
-        req.send(b"served on the port from the environment")
-        assert req.recv() == b"served on the port from the environment"
-        proc.proc.send_signal(signal.SIGTERM)
-        assert proc.wait() == 0, proc.seen
-    finally:
-        proc.close()
+    echoes_then_stops(proc, port, peer, b"served on the port from the environment")
 
 
-def test_a_script_is_app_its_file_name_in_apps_tables(tmp_path: Path, peer: Any) -> None:
+def test_a_script_is_app_its_file_name_in_apps_tables(
+    tmp_path: Path, peer: Any, spawn: Any
+) -> None:
     script = write(tmp_path / "svc.py", ECHO)
     port = free_tcp_port()
     config = write(
@@ -60,15 +63,8 @@ def test_a_script_is_app_its_file_name_in_apps_tables(tmp_path: Path, peer: Any)
         endpoint = "@tcp://127.0.0.1:1"
         """,
     )
-    proc = Proc([sys.executable, str(script)], clean_env(ZMQAPP_CONFIG=str(config)), cwd=tmp_path)
-    try:
-        req = peer(zmq.REQ, connect=f"tcp://127.0.0.1:{port}")
-        req.send(b"hi")
-        assert req.recv() == b"hi"
-        proc.proc.send_signal(signal.SIGTERM)
-        assert proc.wait() == 0, proc.seen
-    finally:
-        proc.close()
+    proc = spawn([sys.executable, str(script)], clean_env(ZMQAPP_CONFIG=str(config)), cwd=tmp_path)
+    echoes_then_stops(proc, port, peer, b"hi")
 
 
 def test_config_file_with_a_lowercase_table_is_refused(tmp_path: Path) -> None:
@@ -142,45 +138,40 @@ def pipeline_config(tmp_path: Path) -> Path:
     return write(tmp_path / "system.toml", text)
 
 
-def test_the_pipeline_runs_from_one_system_toml(tmp_path: Path, run_cli: Any, peer: Any) -> None:
+def test_the_pipeline_runs_from_one_system_toml(
+    tmp_path: Path, run_cli: Any, spawn: Any, peer: Any
+) -> None:
     config = pipeline_config(tmp_path)
     ingest = run_cli("run", "--app", PIPELINE / "ingest.py", "--config", config)
     analyzer = run_cli("run", "--app", PIPELINE / "analyzer.py", "--config", config)
     # The third as a script: app.run() reads the file ZMQAPP_CONFIG names.
-    alerter = Proc(
+    alerter = spawn(
         [sys.executable, "-u", str(PIPELINE / "alerter.py")],
         clean_env(ZMQAPP_CONFIG=str(config)),
         cwd=tmp_path,
     )
-    try:
-        raw = ingest.expect(r"is running: raw PULL @(tcp://[^;\s]+)", "stderr").group(1)
-        analyzer.expect(r"is running", "stderr")
-        push = peer(zmq.PUSH, connect=raw)
-        # The alerter's subscription reaches the analyzer a moment after it starts: send until
-        # an alert gets through, then check that a calm reading raises none.
-        deadline = 15.0
-        alerter_up = alerter.expect(r"alerter is running", "stderr", timeout=deadline)
-        assert alerter_up
-        for _ in range(300):
-            push.send(b"boiler 97.5")
-            try:
-                line = alerter.expect(r"ALERT", timeout=0.05).string
-                break
-            except AssertionError:
-                continue
-        else:
-            raise AssertionError(f"no alert came through: {alerter.seen}")
-        assert line == "ALERT boiler reads 97.5 (limit 80.0)"
-        push.send(b"boiler 20")
-        push.send(b"fridge 99")
-        assert alerter.expect(r"ALERT fridge").string == "ALERT fridge reads 99.0 (limit 80.0)"
-        assert not any("boiler reads 20" in line for line in alerter.seen["stdout"])
-        alerter.proc.send_signal(signal.SIGTERM)
-        assert alerter.wait() == 0, alerter.seen
-    finally:
-        alerter.close()
-    for proc in (ingest, analyzer):
-        proc.proc.send_signal(signal.SIGTERM)
+    raw = ingest.expect(r"is running: raw PULL @(tcp://[^;\s]+)", "stderr").group(1)
+    analyzer.expect(r"is running", "stderr")
+    push = peer(zmq.PUSH, connect=raw)
+    # The alerter's subscription reaches the analyzer a moment after it starts: send until
+    # an alert gets through, then check that a calm reading raises none.
+    alerter.expect(r"alerter is running", "stderr", timeout=15)
+    for _ in range(300):
+        push.send(b"boiler 97.5")
+        try:
+            line = alerter.expect(r"ALERT", timeout=0.05).string
+            break
+        except AssertionError:
+            continue
+    else:
+        raise AssertionError(f"no alert came through: {alerter.seen}")
+    assert line == "ALERT boiler reads 97.5 (limit 80.0)"
+    push.send(b"boiler 20")
+    push.send(b"fridge 99")
+    assert alerter.expect(r"ALERT fridge").string == "ALERT fridge reads 99.0 (limit 80.0)"
+    assert not any("boiler reads 20" in line for line in alerter.seen["stdout"])
+    for proc in (alerter, ingest, analyzer):
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait() == 0, proc.seen
 
 
@@ -189,10 +180,6 @@ def test_zmqapp_run_refuses_an_apps_table_naming_a_missing_channel(tmp_path: Pat
         tmp_path / "system.toml",
         (PIPELINE / "system.toml").read_text() + "\n[APPS.ingest.CHANNELS.stats]\nbind = true\n",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "zmqapp", "channels", "--app", str(PIPELINE / "ingest.py"),
-         "--config", str(config)],
-        capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=30,
-    )  # fmt: skip
+    done = zmqapp("channels", "--app", PIPELINE / "ingest.py", "--config", config)
     assert done.returncode == 1
     assert "config APPS.ingest.CHANNELS names channel 'stats'" in done.stderr
