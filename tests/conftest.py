@@ -3,6 +3,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -119,6 +122,27 @@ def spawn() -> Iterator[Any]:
     yield start
     for proc in started:
         proc.kill()
+
+
+SPIN = "import time\nt = time.time() + 60\nwhile time.time() < t: pass"
+
+
+@pytest.fixture
+def busy_machine() -> Iterator[Any]:
+    """``busy_machine()`` keeps every core busy with a spinning process until the test ends
+    (or 60 s pass): libzmq's I/O threads then wait for the CPU, as on a loaded host."""
+    spinners: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        for _ in range(os.cpu_count() or 2):
+            spinners.append(subprocess.Popen([sys.executable, "-c", SPIN], start_new_session=True))
+        processes = [psutil.Process(spinner.pid) for spinner in spinners]
+        wait_for(lambda: all(p.cpu_times().user > 0.05 for p in processes), timeout=10)
+
+    yield start
+    for spinner in spinners:
+        spinner.kill()
+        spinner.wait()
 
 
 @pytest.fixture

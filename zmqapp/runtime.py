@@ -65,7 +65,7 @@ from .signals import (
     peer_disconnected,
     socket_event,
 )
-from .sockets import RunContext, is_dns, open_socket, unsubscribe_upstream
+from .sockets import IoBarrier, RunContext, is_dns, open_socket, unsubscribe_upstream
 from .tap import Tap
 from .web import HttpServer, LoopLag
 
@@ -451,11 +451,24 @@ class Runtime:
                     unsubscribe_upstream(pump.socket, pump.channel)
                 pump.set_mode(DRAINING)
                 pump.release_held()
-        # Polling is fine here: this runs once per stop, for a few milliseconds.
-        while loop.time() < deadline:
-            if all(pump.settled(SETTLE) for pump in pumps) and not self.ticks:
-                break
-            await asyncio.sleep(0.002)
+        # Polling is fine here: this runs once per stop, for a few milliseconds. Quiet for
+        # SETTLE is not enough on a busy machine, where libzmq's I/O thread may not have run:
+        # the barrier says when it has read what the kernel held, and the sockets are asked
+        # once more.
+        barrier = self._barrier() if pumps else None
+        try:
+            while loop.time() < deadline:
+                if all(pump.settled(SETTLE) for pump in pumps) and not self.ticks:
+                    if barrier is None or (
+                        barrier.passed() and all(pump.settled(SETTLE) for pump in pumps)
+                    ):
+                        break
+                elif barrier is not None:
+                    barrier.reset()
+                await asyncio.sleep(0.002)
+        finally:
+            if barrier is not None:
+                barrier.close()
         late = loop.time() >= deadline
         unhandled: dict[str, int] = {}
         counting_until = loop.time() + DISCARD
@@ -546,6 +559,14 @@ class Runtime:
                     read,
                     dropped,
                 )
+
+    def _barrier(self) -> IoBarrier | None:
+        assert self.context is not None
+        try:
+            return IoBarrier(self.context)
+        except zmq.ZMQError as exc:  # pragma: no cover - no loopback TCP
+            self.logger.warning("stop: no I/O barrier (%s); trusting a quiet socket", exc)
+            return None
 
     def _close(self) -> None:
         """Close monitors, sockets, the authenticator and the thread pool."""

@@ -3,6 +3,7 @@ connected ZeroMQ socket, and closing it again."""
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -163,6 +164,68 @@ class RunContext(zmq.Context):  # type: ignore[type-arg]
     def open_sockets(self) -> list[zmq.Socket[Any]]:
         """Sockets made on this context and not closed yet."""
         return [sock for sock in list(self.opened) if not sock.closed]
+
+
+class IoBarrier:
+    """Tells when libzmq's I/O thread has read what the kernel held for a context's sockets.
+
+    A stop reads a socket until it is empty; but "empty" may only mean that the I/O thread,
+    which moves data from the kernel's buffers into the socket, has not run yet: on a busy
+    machine it can be kept off the CPU for longer than any quiet period. A probe sent through
+    the same I/O thread (a PUSH to a PULL over loopback TCP) comes back only after the thread
+    has waited for events at least once more, and each wait reports every connection with
+    data. Two probes, one after the other, mean every event reported before the first one
+    was sent has been handled: whatever the kernel held then is now in the sockets (ask them
+    once more). This holds for a context with one I/O thread, the default.
+    """
+
+    def __init__(self, context: zmq.Context[Any]) -> None:
+        self.sink: zmq.Socket[Any] = context.socket(zmq.PULL)
+        self.source: zmq.Socket[Any] = context.socket(zmq.PUSH)
+        for sock in (self.sink, self.source):
+            sock.setsockopt(zmq.LINGER, 0)
+        port = self.sink.bind_to_random_port("tcp://127.0.0.1")
+        self.source.connect(f"tcp://127.0.0.1:{port}")
+        self.outstanding = 0  # probes sent and not back
+        self.stale = 0  # of those, sent before the last reset (they come back first)
+        self.back = 0  # probes back since the last reset
+
+    def passed(self) -> bool:
+        """Never blocks: True once two probes, each sent after the last came back, have come
+        back since the last :meth:`reset` (the first call sends the first)."""
+        while self.sink.poll(0):
+            self.sink.recv()
+            self.outstanding -= 1
+            if self.stale:
+                self.stale -= 1
+            else:
+                self.back += 1
+        if self.outstanding:
+            return False
+        if self.back >= 2:
+            return True
+        self.source.send(b"")  # the PUSH queues it until its connection is up
+        self.outstanding += 1
+        return False
+
+    def reset(self) -> None:
+        """Something arrived after all: start over."""
+        self.stale = self.outstanding
+        self.back = 0
+
+    def wait(self, timeout: float) -> bool:
+        """Block until :meth:`passed` (from a fresh start), or ``timeout`` seconds pass."""
+        self.reset()
+        until = time.monotonic() + timeout
+        while not self.passed():
+            left = until - time.monotonic()
+            if left <= 0 or not self.sink.poll(max(1, int(left * 1000))):
+                return False
+        return True
+
+    def close(self) -> None:
+        self.source.close(linger=0)
+        self.sink.close(linger=0)
 
 
 def unsubscribe_upstream(sock: zmq.Socket[Any], channel: Channel) -> None:

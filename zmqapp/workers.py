@@ -51,7 +51,7 @@ from .errors import SetupError
 from .monitor import EVENTS, SocketMonitor
 from .signals import app_started, app_stopping, peer_connected
 from .socket_types import INBOUND_ONLY, TYPE_NAMES
-from .sockets import set_option, socket_options
+from .sockets import IoBarrier, set_option, socket_options
 from .tap import Tap
 from .web import HttpServer, LoopLag
 
@@ -174,19 +174,27 @@ class Proxy:
         a moment or the deadline passes; say what could not be handed over."""
         poller = zmq.Poller()
         poller.register(public, zmq.POLLIN)
-        while True:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                break
-            if not poller.poll(int(SETTLE * 1000)):
-                return  # empty, and it stayed empty: done
-            frames = public.recv_multipart(zmq.NOBLOCK)
-            private.setsockopt(zmq.SNDTIMEO, max(1, int(left * 1000)))
-            try:
-                private.send_multipart(frames)
-            except zmq.Again:
-                self.dropped += 1
-                break
+        # Quiet for SETTLE is not enough on a busy machine (see Runtime.stop_sequence): the
+        # barrier says when libzmq's I/O thread has read what the kernel held.
+        barrier = IoBarrier(public.context)
+        try:
+            while True:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if not poller.poll(int(SETTLE * 1000)):
+                    if not barrier.wait(left) or public.poll(0):
+                        continue  # something came in after all (or time is up: see above)
+                    return  # empty, and it stayed empty: done
+                frames = public.recv_multipart(zmq.NOBLOCK)
+                private.setsockopt(zmq.SNDTIMEO, max(1, int(left * 1000)))
+                try:
+                    private.send_multipart(frames)
+                except zmq.Again:
+                    self.dropped += 1
+                    break
+        finally:
+            barrier.close()
         # Count what was queued at the deadline; bounded, as a peer may go on sending faster
         # than this loop drops (what comes later is "not taken", as the warning says).
         until = time.monotonic() + DROP_COUNT_TIME
@@ -964,15 +972,14 @@ async def _serve_worker(
     def stopping(sender: App) -> None:
         parent.send({"op": "stopping"})
 
-    peer_connected.connect(connected, sender=app, weak=False)
-    app_started.connect(running, sender=app, weak=False)
-    app_stopping.connect(stopping, sender=app, weak=False)
     try:
-        await app.serve()
+        with (
+            peer_connected.connected_to(connected, sender=app),
+            app_started.connected_to(running, sender=app),
+            app_stopping.connected_to(stopping, sender=app),
+        ):
+            await app.serve()
     finally:
-        peer_connected.disconnect(connected, sender=app)
-        app_started.disconnect(running, sender=app)
-        app_stopping.disconnect(stopping, sender=app)
         loop.remove_signal_handler(signal.SIGTERM)
         parent.close()
         if parent_gone:  # nobody else will clean up the parent's ipc files
