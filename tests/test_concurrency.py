@@ -381,3 +381,39 @@ def test_send_to_pushes_back_on_the_producer_and_loses_nothing(spawn: Any, ctx: 
     assert int(counts["received"]) == int(counts["sent"]) == sent, report
     assert int(counts["dropped"]) == 0, report
     assert int(counts["peak_queue"]) <= 10, report  # SEND_QUEUE: memory stays bounded
+
+
+def test_messages_held_during_the_start_keep_the_concurrency_limit_and_order(
+    app: App, running: Any, peer: Any, tmp_path: Path
+) -> None:
+    """A DEALER channel reads during a slow start (for replies) and holds other messages;
+    when the start ends they start one at a time, in order, not all at once."""
+    active = peak = 0
+    done: list[int] = []
+
+    @app.channel("d", endpoint=f"@ipc://{tmp_path}/d", type="DEALER")  # concurrency 1
+    async def handle(body: bytes) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        n = int(body)
+        await asyncio.sleep(0.03 if n % 2 == 0 else 0.001)
+        done.append(n)
+        active -= 1
+
+    hook_running = threading.Event()
+
+    @app.on_start
+    async def slow_start() -> None:
+        hook_running.set()
+        await asyncio.sleep(0.5)
+
+    starter = threading.Thread(target=running, args=(app,), daemon=True)
+    starter.start()
+    assert hook_running.wait(10)
+    dealer = peer(zmq.DEALER, connect=f"ipc://{tmp_path}/d")
+    for i in range(6):
+        dealer.send(b"%d" % i)
+    wait_for(lambda: len(done) == 6, timeout=10)
+    starter.join(10)
+    assert (peak, done) == (1, [0, 1, 2, 3, 4, 5])

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import zmq
 
-from zmqapp import App, DecodeError, NotRunning, RemoteError, SetupError, Timeout
+from zmqapp import App, DecodeError, NotRunning, RemoteError, SendQueueFull, SetupError, Timeout
 from zmqapp.testing import wait_for
 
 TCP = "@tcp://127.0.0.1:*"
@@ -333,3 +333,60 @@ def test_a_timeout_error_raised_across_threads_is_the_callers(app: App, running:
 
     with pytest.raises(Timeout, match="a request's"):
         runtime.call_blocking(late_async)
+
+
+def test_a_handler_at_its_concurrency_limit_still_gets_replies_to_its_requests(
+    app: App, running: Any, peer: Any
+) -> None:
+    """A coroutine handler on a DEALER channel asks the same channel a question: the channel
+    is at its limit (1), yet the reply must be read, or the request could only time out."""
+    router = peer(zmq.ROUTER, bind="tcp://127.0.0.1:*")
+    results: list[Any] = []
+
+    @app.channel("svc", endpoint=">" + router.last_endpoint.decode(), type="DEALER",
+                 options={"identity": b"client"})  # fmt: skip
+    async def notified(body: bytes) -> None:
+        results.append(await app.request("svc", b"details?", timeout=5))
+
+    running(app)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    wait_for(lambda: _sent(router, [b"client", b"note"]), timeout=5)
+    request = router.recv_multipart()  # [identity, request id, b"", body]
+    assert request[2:] == [b"", b"details?"]
+    router.send_multipart([*request[:3], b"the details"])
+    wait_for(lambda: results == [b"the details"], timeout=5)
+
+
+def _sent(sock: zmq.Socket[Any], frames: list[bytes]) -> bool:
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.ZMQError:  # not connected yet (ROUTER_MANDATORY)
+        return False
+    return True
+
+
+def test_requests_that_gave_up_waiting_for_room_leave_nothing_behind(
+    app: App, running: Any
+) -> None:
+    """While a peer is away and the send queue is full, each request that times out waiting
+    for room must not leave its waiter behind: memory stays bounded however long it lasts."""
+    app.config.update(SEND_QUEUE=2, SNDHWM=1)
+    app.add_channel("backend", endpoint=">tcp://127.0.0.1:1", type="DEALER")  # nobody there
+    running(app)
+    with pytest.raises(SendQueueFull):
+        for i in range(10):  # ZeroMQ's queue takes one, zmqapp's two
+            app.send("backend", b"queued %d" % i)
+
+    async def ask_many() -> int:
+        timeouts = 0
+        for _ in range(300):
+            try:
+                await app.request("backend", b"question", timeout=0.001)
+            except Timeout:
+                timeouts += 1
+        return timeouts
+
+    assert app.runtime is not None
+    assert app.runtime.call_blocking(ask_many) == 300
+    pump = app.runtime.pumps["backend"]
+    assert len(pump._room) <= 1  # the waiters of requests that gave up are gone

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
 import zmq
 
-from zmqapp import App, NotRunning, SendQueueFull, SetupError
+from zmqapp import App, NotRunning, SendQueueFull, SetupError, Unroutable
 from zmqapp.testing import wait_for
 
 TCP = "@tcp://127.0.0.1:*"
@@ -133,3 +134,37 @@ def test_send_after_stop_is_not_running(app: App, running: Any) -> None:
     running(app).stop()
     with pytest.raises(NotRunning):
         app.send("push", b"late")
+
+
+def test_a_refused_send_does_not_leave_a_request_unread(app: App, running: Any, peer: Any) -> None:
+    """A send ZeroMQ refuses (a ROUTER peer that left) has taken the socket's edge, as any
+    send does: a request that arrived meanwhile must still be read and answered."""
+    go, request_sent = threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    @app.channel("r", endpoint="@tcp://127.0.0.1:*", type="ROUTER")
+    def echo(body: bytes) -> bytes:
+        return b"echo " + body
+
+    @app.timer(0.2)
+    def push_to_a_client_that_left() -> None:
+        if outcome:
+            return
+        go.set()
+        request_sent.wait(2)
+        time.sleep(0.1)  # busy while the request arrives
+        try:
+            app.send("r", b"news", identity=b"client-that-left")
+        except Unroutable:
+            outcome.append("unroutable")
+
+    running(app)
+    client = peer(zmq.DEALER, connect=app.channels["r"].bound[0])
+    client.send_multipart([b"", b"warm-up"])
+    assert client.poll(5000) and client.recv_multipart() == [b"", b"echo warm-up"]
+    assert go.wait(5)
+    client.send_multipart([b"", b"ping"])
+    request_sent.set()
+    assert client.poll(3000), "the request that arrived during the refused send was not read"
+    assert client.recv_multipart() == [b"", b"echo ping"]
+    assert outcome == ["unroutable"]

@@ -339,3 +339,27 @@ def test_zmqapp_run_takes_an_explicit_mapping(zmqapp_run: Any, peer: Any, tmp_pa
     assert pull.recv() == b"where the test said"
     with pytest.raises(ValueError, match="names channel 'nope'"):
         zmqapp_run(App("other"), endpoints={"nope": "tcp://127.0.0.1:1"})
+
+
+def test_app_threads_leave_no_signal_receivers_behind() -> None:
+    """Each AppThread run connects a receiver to app_started; it must be gone afterwards,
+    with the AppThread it holds (a disconnect by sender only would keep both forever)."""
+    import gc
+    import weakref
+
+    from zmqapp.testing import AppThread
+
+    app = App("receivers")
+    app.config["SHUTDOWN_TIMEOUT"] = 0.2
+    app.add_channel("out", endpoint="@inproc://receivers", type="PUSH")
+    before = len(signals.app_started.receivers)
+    refs = []
+    for _ in range(5):
+        runner = AppThread(app)
+        refs.append(weakref.ref(runner))
+        with runner:
+            pass
+        del runner
+    gc.collect()
+    assert len(signals.app_started.receivers) == before
+    assert not any(ref() is not None for ref in refs)

@@ -222,14 +222,12 @@ def run_app(app: App, early: list[int] | None = None) -> None:
     def stopped(sender: App) -> None:
         log.info("app %r stopped", sender.name)
 
-    app_started.connect(started, sender=app, weak=False)
-    app_stopped.connect(stopped, sender=app, weak=False)
-    try:
-        with setup_errors():
-            app.run()
-    finally:
-        app_started.disconnect(started, sender=app)
-        app_stopped.disconnect(stopped, sender=app)
+    with (
+        app_started.connected_to(started, sender=app),
+        app_stopped.connected_to(stopped, sender=app),
+        setup_errors(),
+    ):
+        app.run()
 
 
 def _running_endpoints(channel: Channel) -> str:

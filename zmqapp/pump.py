@@ -30,6 +30,7 @@ Counters: ``received`` and (on the fast path) ``handled`` are added once per bat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -267,11 +268,15 @@ class Pump:
         """Switch to ``mode`` (see the module's mode constants) and pick the matching loop."""
         self.mode = mode
         self.paused = False
+        if mode in (DRAINING, REFUSING):
+            self.empty_since = None  # the stop's quiet period starts now, not at the last read
         dispatch: Callable[[Frames], None]
         if mode == REFUSING:
             dispatch = self.refuse
         elif mode == HOLDING:
             dispatch = self.hold
+        elif self.intercept is not None:
+            dispatch = self.start_or_hold
         else:
             dispatch = self.dispatch_message
         if self.intercept is not None:
@@ -330,6 +335,8 @@ class Pump:
     def take_events(self) -> None:
         if self.outbox and self.get_option(_EVENTS) & _POLLOUT:
             self.flush()
+        if self.held and self.mode in (RUNNING, DRAINING):
+            self.release_held()  # they came before anything still in the socket
         if self.reading:
             try:
                 more = self.drain()
@@ -646,14 +653,25 @@ class Pump:
         if len(self.held) >= self.queue_limit:
             self.update_reading()  # enough: the rest waits in ZeroMQ's queue
 
+    def start_or_hold(self, frames: Frames) -> None:
+        """A REQ or DEALER channel's message that is not a reply. The channel goes on reading
+        at its concurrency limit, since replies to requests must still come in (a handler may
+        be awaiting one); a message with no room to start waits in :attr:`held`, in order."""
+        if self.held or not self.has_room():
+            self.hold(frames)
+        else:
+            self.dispatch_message(frames)
+
     def release_held(self) -> None:
-        """The app has started: dispatch what was held, in order."""
-        while self.held and self.mode in (RUNNING, DRAINING):
+        """Dispatch what was held (during the start, or at the concurrency limit), in order,
+        while there is room."""
+        while self.held and self.mode in (RUNNING, DRAINING) and self.has_room():
             frames = self.held.popleft()
             try:
                 self.dispatch_message(frames)
             except Exception:  # pragma: no cover - a zmqapp bug
                 log.exception("zmqapp failed to dispatch a message on %r", self.name)
+        self.update_reading()
 
     def refuse(self, frames: Frames) -> None:
         """A stopping REP/ROUTER: answer a request that was queued but not started with an
@@ -748,7 +766,7 @@ class Pump:
     def task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.pop(task, None)
         self.in_flight -= 1
-        if not self.reading:
+        if not self.reading or self.held:
             self.update_reading()
         if not task.cancelled() and task.exception() is not None:  # pragma: no cover - a bug
             log.error("zmqapp dispatch failed", exc_info=task.exception())
@@ -829,6 +847,8 @@ class Pump:
             # (EAGAIN): the reply is dropped, but counted and said, not lost in silence.
             self.stats.drop(_drop_reason(exc))
             log.warning("channel %r dropped a reply: %s", self.name, exc.strerror)
+            if not own_callback:
+                self.schedule_check()  # the failed send took the socket's edge too (rule 2)
             return
         self.stats.sent += 1
         if self.taps:
@@ -876,7 +896,7 @@ class Pump:
             try:
                 self.send_frames(frames)
             except _Again:
-                pass
+                self.schedule_check()  # it took the socket's edge (rule 2); queued below
             else:
                 self.stats.sent += 1
                 if self.taps:
@@ -918,6 +938,7 @@ class Pump:
         try:
             self.send_frames(frames)
         except zmq.ZMQError as exc:
+            self.schedule_check()  # a refused send takes the socket's edge too (rule 2)
             self.stats.drop(_drop_reason(exc))
             if exc.errno == zmq.EHOSTUNREACH:
                 raise Unroutable(
@@ -969,7 +990,12 @@ class Pump:
                 raise NotRunning(f"channel {self.name!r} is closed")
             future = self.loop.create_future()
             self._room.append(future)
-            await future
+            try:
+                await future
+            finally:
+                if not future.done() or future.cancelled():  # its waiter gave up
+                    with contextlib.suppress(ValueError):
+                        self._room.remove(future)
 
     def _wake_room(self) -> None:
         waiters, self._room = self._room, []
@@ -1001,12 +1027,20 @@ class Pump:
         elif mode == REFUSING:
             reading = self.in_flight == 0 or self.reply_type == _ROUTER
         else:
-            reading = self.in_flight < self.concurrency and not (
-                self.forward is not None and self.forward.congested
+            # A REQ or DEALER channel reads on at its limit, for replies (see start_or_hold).
+            reading = self.has_room() or (
+                self.intercept is not None and len(self.held) < self.queue_limit
             )
         self.reading = reading
-        if reading and not was:
-            self.schedule_check()
+        if (reading and not was) or (self.held and mode in (RUNNING, DRAINING) and self.has_room()):
+            self.schedule_check()  # resume reading, or start what was held
+
+    def has_room(self) -> bool:
+        """Room to start one more message: under the concurrency limit, and the ``send_to``
+        channel's queue not full."""
+        return self.in_flight < self.concurrency and not (
+            self.forward is not None and self.forward.congested
+        )
 
     def settled(self, quiet: float) -> bool:
         """True when nothing is in flight or held and the socket has been empty for ``quiet``

@@ -79,13 +79,12 @@ class AppThread:
         def started(sender: Any) -> None:
             self._started.set()
 
-        app_started.connect(started, sender=self.app, weak=False)
-        try:
+        # connected_to disconnects it for good: disconnect(fn, sender=...) would only unlink
+        # the sender, and the signal would keep the closure (and this object) forever.
+        with app_started.connected_to(started, sender=self.app):
             self._thread.start()
             if not self._started.wait(self.timeout):
                 raise TimeoutError(f"app {self.app.name!r} did not start within {self.timeout} s")
-        finally:
-            app_started.disconnect(started, sender=self.app)
         if self.error is not None:
             raise self.error
         return self
@@ -203,8 +202,8 @@ class TestClient:
 
     def _restore(self) -> None:
         self._closed = True
-        handler_failed.disconnect(self._record_error, sender=self.app)
-        decode_failed.disconnect(self._record_error, sender=self.app)
+        handler_failed.disconnect(self._record_error)
+        decode_failed.disconnect(self._record_error)
         channels, self._saved = self._saved, None
         self.app.config["CHANNELS"] = channels if channels is not None else {}
         for peer in self.peers.values():
