@@ -1,0 +1,182 @@
+"""Nothing wedges, under real load through real processes, whatever the peers do.
+
+README (Lifecycle, Coroutines and back-pressure, Bad input): a ROUTER never queues behind
+one slow peer, and counts what it cannot deliver; bad input is counted and never hurts; a
+stop asked during the start is bounded and loses nothing it received. Each test counts every
+message: sent, answered or handled, dropped (as the app counts it), duplicated. The apps and
+peers they run are in tests/apps/wedge_*.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from clitools import Proc
+
+from zmqapp.testing import wait_for
+
+APPS = Path(__file__).parent / "apps"
+
+
+@pytest.fixture
+def piped(spawn: Any) -> Iterator[Any]:
+    """``spawn`` with a pipe to the child's stdin (see :func:`_tell`), closed at teardown."""
+    started: list[Proc] = []
+
+    def start(args: list[str], env: dict[str, str]) -> Proc:
+        proc: Proc = spawn(args, env=env, stdin=subprocess.PIPE)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc.stdin is not None:
+            try:
+                proc.proc.stdin.close()
+            except BrokenPipeError:  # it exited with the line unread
+                pass
+
+
+def _tell(proc: Proc, line: str) -> None:
+    assert proc.proc.stdin is not None
+    proc.proc.stdin.write(line + "\n")
+    proc.proc.stdin.flush()
+
+
+def _done(proc: Proc, timeout: float = 30) -> dict[str, Any]:
+    """The ``done <json>`` report of a client or producer process that has exited."""
+    [line] = proc.wait_for_line(r"^done ", timeout=timeout)
+    assert proc.wait(10) == 0, proc.seen
+    return json.loads(line.split(" ", 1)[1])  # type: ignore[no-any-return]
+
+
+def _stopped(proc: Proc) -> dict[str, Any]:
+    [line] = proc.wait_for_line(r"^stopped ", timeout=10)
+    return json.loads(line.split(" ", 1)[1])  # type: ignore[no-any-return]
+
+
+def _status(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/status", timeout=5) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def _ask(ctx: zmq.Context[Any], address: str) -> dict[str, Any]:
+    """One request to an app's REP "report" channel, on a socket of its own."""
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.setsockopt(zmq.SNDTIMEO, 5000)
+    sock.connect(address)
+    try:
+        sock.send(b"{}")
+        return json.loads(sock.recv())  # type: ignore[no-any-return]
+    finally:
+        sock.close(linger=0)
+
+
+# -- 1. A ROUTER service, a client killed and a client frozen ---------------------------------
+
+HEALTHY = ["h1", "h2", "h3"]
+PER_HEALTHY = 2000
+FROZEN_REQUESTS = 300
+FROZEN_REPLY = 65536
+#: Below half the service's SNDHWM (100): libzmq tells a sender what its peer has read only
+#: every SNDHWM / 2 messages, so a peer with more replies than that outstanding may be found
+#: "full" (a peer_full drop) even while it reads.
+VICTIM_WINDOW = 32
+
+
+@pytest.mark.timeout(60)
+def test_a_router_serves_healthy_clients_while_one_is_killed_and_one_is_frozen(
+    spawn: Any, piped: Any, ctx: zmq.Context[Any]
+) -> None:
+    """Three healthy DEALER clients; one SIGSTOPped with 300 requests for 64 KB replies
+    queued (more than its TCP buffers and the service's SNDHWM hold); one killed with SIGKILL
+    with 32 requests in flight. Every healthy request is answered exactly once while the
+    frozen client is still frozen; the service counts each reply it could not deliver, and
+    after SIGCONT the frozen client gets every other reply meant for it, exactly once."""
+    service = spawn([sys.executable, str(APPS / "wedge_router.py")])
+    _, api, report, http = service.wait_for_line(r"^bound ")[0].split()
+    client = [sys.executable, str(APPS / "wedge_client.py")]
+
+    def start(name: str, **env: Any) -> Proc:
+        variables = {**os.environ, "ADDRESS": api, "NAME": name,
+                     **{k: str(v) for k, v in env.items()}}  # fmt: skip
+        return piped(client, variables)  # type: ignore[no-any-return]
+
+    healthy = {name: start(name, COUNT=PER_HEALTHY, WINDOW=32, HOLD_AT=PER_HEALTHY // 2)
+               for name in HEALTHY}  # fmt: skip
+    victim = start("victim", COUNT=0, WINDOW=VICTIM_WINDOW)
+    frozen = start("frozen", COUNT=FROZEN_REQUESTS, WINDOW=FROZEN_REQUESTS, SIZE=FROZEN_REPLY,
+                   RCVHWM=4, RCVBUF=65536, SLOW=0.002)  # fmt: skip
+    for proc in healthy.values():
+        proc.wait_for_line(r"^half$")
+
+    # Freeze one client while replies to it are on their way.
+    frozen.wait_for_line(r"^first$")
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        # The service handles every request of the frozen client, and its queue to that client
+        # fills: what does not fit is dropped and counted (peer_full), not held.
+        def frozen_overflowed() -> int:
+            handled = _ask(ctx, report)["handled"].get("frozen")
+            drops = _status(http)["channels"]["api"]["drops"]
+            return drops.get("peer_full", 0) if handled == FROZEN_REQUESTS else 0
+
+        frozen_dropped = wait_for(frozen_overflowed, timeout=20)
+
+        # Kill another mid-stream: it always has VICTIM_WINDOW requests in flight.
+        victim.wait_for_line(r"^answered [2-9]\d\d$")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+
+        # The healthy clients go on while one client is dead and another frozen.
+        for proc in healthy.values():
+            _tell(proc, "go")
+        results = {name: _done(proc) for name, proc in healthy.items()}
+        assert frozen.proc.poll() is None  # still frozen: nobody waited for it
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+
+    for name, result in results.items():
+        assert result == {"sent": PER_HEALTHY, "answered": PER_HEALTHY, "duplicates": 0,
+                          "errors": 0, "unexpected": 0}, (name, result)  # fmt: skip
+
+    # Every reply to the frozen client that the service did not count as dropped reaches it,
+    # once, now that it reads again.
+    expected = FROZEN_REQUESTS - frozen_dropped
+    _tell(frozen, f"expect {expected}")
+    thawed = _done(frozen)
+    assert thawed["answered"] == expected, (thawed, frozen_dropped)
+    assert thawed["duplicates"] == thawed["errors"] == thawed["unexpected"] == 0, thawed
+
+    # The service's own counters agree with each other and with what the clients saw.
+    counts = _ask(ctx, report)
+    stats = _status(http)["channels"]["api"]
+    assert counts["duplicates"] == 0
+    assert all(counts["handled"][name] == PER_HEALTHY for name in HEALTHY), counts
+    assert counts["handled"]["frozen"] == FROZEN_REQUESTS, counts
+    assert stats["received"] == stats["handled"] == sum(counts["handled"].values()), stats
+    assert stats["decode_failed"] == stats["errors"] == stats["refused"] == 0, stats
+    assert stats["sent"] + stats["dropped"] == stats["handled"], stats  # one reply each
+    # Dropped after the frozen client's were counted: only the dead client's, at most the
+    # replies to what it had in flight (as unroutable, or as peer_full while libzmq was
+    # still taking its connection down).
+    assert set(stats["drops"]) <= {"unroutable", "peer_full"}, stats["drops"]
+    assert 0 <= stats["dropped"] - frozen_dropped <= VICTIM_WINDOW, (stats, frozen_dropped)
+
+    service.send_signal(signal.SIGTERM)
+    assert service.wait(20) == 0
+    final = _stopped(service)
+    assert final["stats"]["handled"] == stats["handled"]  # nothing after the clients finished
+    assert final["duplicates"] == 0
