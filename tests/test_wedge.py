@@ -9,6 +9,7 @@ peers they run are in tests/apps/wedge_*.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -180,3 +181,89 @@ def test_a_router_serves_healthy_clients_while_one_is_killed_and_one_is_frozen(
     final = _stopped(service)
     assert final["stats"]["handled"] == stats["handled"]  # nothing after the clients finished
     assert final["duplicates"] == 0
+
+
+# -- 2. A PULL consumer, garbage among valid messages, a producer killed mid-send ---------------
+
+PER_PRODUCER = 3000
+MIXED_VALID, MIXED_GARBAGE = 1500, 500
+BOMBS, BOMB_VALID = 3, 400
+
+
+def _increasing(seqs: list[int]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(seqs))
+
+
+@pytest.mark.timeout(60)
+def test_a_pull_consumer_handles_every_valid_message_once_through_garbage_and_a_kill(
+    spawn: Any, ctx: zmq.Context[Any]
+) -> None:
+    """Two clean producers; one that mixes 500 malformed messages (random bytes, msgpack,
+    wrong types, 30,000-deep JSON, too many frames, too large in all) among 1,500 valid ones,
+    and from a second socket frames over MAXMSGSIZE (libzmq drops that connection) among
+    more valid ones; one killed with SIGKILL while it sends 10 KB messages. Every valid
+    message handled is handled once and in its producer's order; every malformed one is a
+    decode failure, and nothing else is; a producer's death leaves no hole and no torn
+    message; and a fresh message is still handled after the storm."""
+    consumer = spawn([sys.executable, str(APPS / "wedge_consumer.py")])
+    _, address, report = consumer.wait_for_line(r"^bound ")[0].split()
+    producer = [sys.executable, str(APPS / "wedge_producer.py")]
+
+    def start(name: str, **env: Any) -> Proc:
+        variables = {**os.environ, "ADDRESS": address, "NAME": name,
+                     **{k: str(v) for k, v in env.items()}}  # fmt: skip
+        return spawn(producer, env=variables)  # type: ignore[no-any-return]
+
+    clean = [start(name, COUNT=PER_PRODUCER) for name in ("p1", "p2")]
+    mixed = start("mixed", COUNT=MIXED_VALID, GARBAGE=MIXED_GARBAGE, SEED=7, BOMBS=BOMBS,
+                  BOMB_VALID=BOMB_VALID)  # fmt: skip
+    victim = start("victim", COUNT=0, PAD=10000, SNDHWM=50)
+    victim.wait_for_line(r"^sent [1-9]\d{3}$")  # a thousand and more
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+
+    sent = {name: _done(proc) for name, proc in zip(("p1", "p2"), clean, strict=True)}
+    mix = _done(mixed)
+    assert mix["sent"] == MIXED_VALID and mix["garbage"] == MIXED_GARBAGE, mix
+    assert mix["bombs"] == BOMBS and len(mix["kinds"]) > 10, mix  # nearly every kind was sent
+
+    # Everything sent on a connection that lived reaches the consumer: wait until it has
+    # handled every valid message of those, and counted every malformed one.
+    expected = {"p1": PER_PRODUCER, "p2": PER_PRODUCER, "mixed": MIXED_VALID}
+
+    def storm_taken() -> dict[str, Any] | None:
+        counts = _ask(ctx, report)
+        done = all(counts["handled"].get(name) == n for name, n in expected.items())
+        return counts if done and counts["stats"]["decode_failed"] >= MIXED_GARBAGE else None
+
+    try:
+        counts = wait_for(storm_taken, timeout=20)
+    except TimeoutError:
+        raise AssertionError(f"not all handled: {_ask(ctx, report)}, sent {sent}") from None
+    assert counts["stats"]["decode_failed"] == MIXED_GARBAGE, counts  # no more: no torn message
+
+    # No wedge: a message sent after the storm, on a new connection, is handled.
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(address)
+    push.send(json.dumps({"producer": "sentinel", "seq": 0}).encode())
+    wait_for(lambda: _ask(ctx, report)["handled"].get("sentinel") == 1, timeout=10)
+    push.close(linger=0)
+
+    consumer.send_signal(signal.SIGTERM)
+    assert consumer.wait(20) == 0
+    final = _stopped(consumer)
+    seqs: dict[str, list[int]] = final["seqs"]
+    stats = final["stats"]
+    for name, n in expected.items():
+        assert seqs[name] == list(range(n)), name  # each once, in order
+    killed = seqs.get("victim", [])
+    assert killed == list(range(len(killed))), "the killed producer's messages have a hole"
+    assert len(killed) >= 1000 - 50 - 1, len(killed)  # what it sent, less its SNDHWM queue
+    bombed = seqs.get("mixed-bomb", [])
+    assert _increasing(bombed) and set(bombed) <= set(range(BOMB_VALID)), bombed
+    assert seqs["sentinel"] == [0]
+    assert final["duplicates"] == 0
+    assert sum(map(len, seqs.values())) == stats["handled"], stats
+    assert stats["received"] == stats["handled"] + stats["decode_failed"], stats
+    assert stats["failed"] == stats["dropped"] == 0, stats
