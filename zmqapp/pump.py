@@ -69,6 +69,7 @@ from .signals import (
     message_received,
     message_sent,
 )
+from .sockets import IoBarrier
 from .tap import Tap
 from .tracing import Tracer, body_size, header_index
 
@@ -91,6 +92,9 @@ _backend_send = zmq.backend.Socket.send
 #: took longer than SLOW seconds.
 SLICE = 0.01
 SLOW = 0.0005
+#: Seconds a socket must stay empty to count as drained at a stop (with the I/O barrier:
+#: libzmq's I/O thread may still be moving what the kernel received into the queue).
+SETTLE = 0.01
 _monotonic = time.monotonic
 
 #: A pump's modes. Idle: not reading (before start, after the drain). Holding: the app is
@@ -1064,23 +1068,37 @@ class Pump:
             return False
         return now - self.empty_since >= quiet
 
-    def discard_queued(self, seconds: float) -> int:
+    def discard_queued(self, seconds: float, barrier: IoBarrier | None = None) -> tuple[int, bool]:
         """Read and drop what is queued on the socket (the stop's deadline passed), for up to
-        ``seconds``; return how many messages that was, so the loss can be said."""
+        ``seconds``; return how many messages that was, so the loss can be said, and whether
+        the socket was found empty (else ``seconds`` ran out first: there was more).
+
+        Empty is asked as the stop asks it: quiet for SETTLE and, with ``barrier``, libzmq's
+        I/O thread caught up; with a small RCVHWM most of what peers sent is still in the
+        kernel's buffers, moved into the socket only as it is read."""
         count = 0
         until = time.monotonic() + seconds
         recv = self.recv
+        empty = False
         try:
-            while time.monotonic() < until:
-                frame = recv(_NOBLOCK, False)
+            while (left := until - time.monotonic()) > 0:
+                try:
+                    frame = recv(_NOBLOCK, False)
+                except zmq.Again:
+                    if self.socket.poll(max(1, int(min(left, SETTLE) * 1000))):
+                        continue
+                    if barrier is not None and barrier.wait(left) and self.socket.poll(0):
+                        continue
+                    empty = barrier is None or time.monotonic() < until
+                    break
                 while frame.more:
                     frame = recv(_NOBLOCK, False)
                 count += 1
-        except (zmq.Again, zmq.ZMQError):
-            pass
+        except zmq.ZMQError:
+            empty = True  # the socket cannot be read at all
         self.stats.received += count
         self.stats.drop("stop_deadline", count)
-        return count
+        return count, empty
 
     def close(self, linger: int) -> None:
         """Stop watching the descriptor and close the socket with a finite linger."""

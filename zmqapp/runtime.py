@@ -33,6 +33,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import faulthandler
+import functools
 import os
 import signal as _signal
 import threading
@@ -53,7 +54,7 @@ from .dns import DnsEndpoint
 from .errors import NotRunning, SetupError
 from .metrics import Timing
 from .monitor import SocketMonitor
-from .pump import DRAINING, HOLDING, IDLE, REFUSING, RUNNING, Pump
+from .pump import DRAINING, HOLDING, IDLE, REFUSING, RUNNING, SETTLE, Pump
 from .rpc import Requests
 from .signals import (
     app_started,
@@ -76,14 +77,11 @@ T = TypeVar("T")
 
 #: A run's states, in the order they happen.
 STARTING, RUNNING_STATE, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
-#: Seconds a channel's socket must stay empty before the stop counts it as drained (libzmq's
-#: I/O thread may still be moving what the kernel received into the queue).
-SETTLE = 0.01
 #: Seconds the stop waits for cancelled tasks to unwind, and for the context to terminate
 #: beyond ``LINGER``.
 UNWIND = 1.0
 #: Seconds the stop spends at most reading and counting what its deadline left queued.
-DISCARD = 0.25
+DISCARD = 0.5
 #: Seconds a coroutine stop hook gets at least, even when the deadline has passed.
 MIN_HOOK_TIME = 0.05
 #: Seconds between the loop-lag timer's ticks (while the app serves HTTP), and between the
@@ -145,7 +143,7 @@ class Runtime:
         #: When (loop time) the stop was asked: its deadline counts from then.
         self._stop_asked_at: float | None = None
         self._stop_event: asyncio.Event | None = None
-        self._signals: list[int] = []
+        self._signals: list[tuple[int, Any]] = []  # (signal, the handler it had before)
         self._dumps = False
         self._listeners: list[tuple[Any, Callable[..., None]]] = []
 
@@ -437,7 +435,13 @@ class Runtime:
         pumps = list(self.pumps.values())
         received = {pump.name: pump.stats.received for pump in pumps}
 
+        unstarted: list[Pump] = []
         if not self.started:  # the start never finished: no handler may run
+            for pump in pumps:
+                if pump.channel.replies:
+                    pump.set_mode(REFUSING)  # queued requests get an "unavailable" answer
+                elif pump.channel.receives:
+                    unstarted.append(pump)  # the rest is read, dropped and counted below
             pumps = []
         # 1-2. Stop taking new work; read and handle what already came in.
         for pump in pumps:
@@ -455,7 +459,7 @@ class Runtime:
         # SETTLE is not enough on a busy machine, where libzmq's I/O thread may not have run:
         # the barrier says when it has read what the kernel held, and the sockets are asked
         # once more.
-        barrier = self._barrier() if pumps else None
+        barrier = self._barrier() if pumps or unstarted else None
         try:
             while loop.time() < deadline:
                 if all(pump.settled(SETTLE) for pump in pumps) and not self.ticks:
@@ -466,18 +470,30 @@ class Runtime:
                 elif barrier is not None:
                     barrier.reset()
                 await asyncio.sleep(0.002)
+            late = loop.time() >= deadline
+            unhandled: dict[str, tuple[int, bool]] = {}
+            counting_until = loop.time() + DISCARD
+            for pump in pumps:
+                if late and pump.mode == DRAINING:
+                    left = max(0.0, counting_until - loop.time())
+                    unhandled[pump.name] = pump.discard_queued(left, barrier)
+                if pump.mode == DRAINING:
+                    # Requests made by hooks still get their replies; nothing else is read.
+                    pump.set_mode(HOLDING if pump.intercept is not None else IDLE)
+            for pump in unstarted:  # what came in for handlers that never got to run
+                left = max(0.0, counting_until - loop.time())
+                dropped, empty = pump.discard_queued(left, barrier)
+                if dropped:
+                    self.logger.warning(
+                        "stop: the app never finished starting; channel %r dropped %d "
+                        "message(s) queued for its handlers%s",
+                        pump.name,
+                        dropped,
+                        "" if empty else f" (and more: counting stopped after {DISCARD} s)",
+                    )
         finally:
             if barrier is not None:
                 barrier.close()
-        late = loop.time() >= deadline
-        unhandled: dict[str, int] = {}
-        counting_until = loop.time() + DISCARD
-        for pump in pumps:
-            if late and pump.mode == DRAINING:
-                unhandled[pump.name] = pump.discard_queued(max(0.0, counting_until - loop.time()))
-            if pump.mode == DRAINING:
-                # Requests made by hooks still get their replies; nothing else is read.
-                pump.set_mode(HOLDING if pump.intercept is not None else IDLE)
 
         # 3. What is still in flight at the deadline is cancelled, and said.
         leftovers = {pump.name: len(pump.tasks) for pump in pumps if pump.tasks}
@@ -533,7 +549,7 @@ class Runtime:
         pumps: list[Pump],
         leftovers: dict[str, int],
         received: dict[str, int],
-        unhandled: dict[str, int],
+        unhandled: dict[str, tuple[int, bool]],
     ) -> None:
         for pump in pumps:
             running = leftovers.get(pump.name, 0)
@@ -547,17 +563,18 @@ class Runtime:
                     names,
                     timeout,
                 )
-            dropped = unhandled.get(pump.name, 0)
+            dropped, empty = unhandled.get(pump.name, (0, True))
             if dropped:
                 read = pump.stats.received - received.get(pump.name, 0) - dropped
                 self.logger.warning(
                     "stop: channel %r still had messages queued at SHUTDOWN_TIMEOUT (%s s): it "
-                    "handled %d during the stop and dropped %d unhandled; what its peers send "
+                    "handled %d during the stop and dropped %d unhandled%s; what its peers send "
                     "from now on is lost when its socket closes",
                     pump.name,
                     timeout,
                     read,
                     dropped,
+                    "" if empty else f" (and more: counting stopped after {DISCARD} s)",
                 )
 
     def _barrier(self) -> IoBarrier | None:
@@ -783,7 +800,6 @@ class Runtime:
             return
         if threading.current_thread() is not threading.main_thread():
             return
-        loop = asyncio.get_running_loop()
         wanted: dict[int, Callable[..., None]] = {
             _signal.SIGINT: self._on_signal,
             _signal.SIGTERM: self._on_signal,
@@ -791,23 +807,30 @@ class Runtime:
         if any(security.needs_zap(c) for c in self.app.channels.values()):
             wanted[_signal.SIGHUP] = self._on_reload
         for signum, handler in wanted.items():
-            try:
-                loop.add_signal_handler(signum, handler, signum)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
-                continue
-            self._signals.append(signum)
+            # Not loop.add_signal_handler: its callback waits for the loop, which a plain
+            # start hook (or handler) may be blocking, and the stop's deadline counts from
+            # when the signal came. Python runs this between two bytecodes of the main thread.
+            previous = _signal.signal(signum, functools.partial(self._signalled, handler))
+            self._signals.append((signum, previous))
         # SIGUSR1 prints every thread's stack to stderr: what is this process doing?
         faulthandler.register(_signal.SIGUSR1, all_threads=True)
         self._dumps = True
 
     def _remove_signal_handlers(self) -> None:
-        if self._signals and self.loop is not None and not self.loop.is_closed():
-            for signum in self._signals:
-                self.loop.remove_signal_handler(signum)
+        for signum, previous in self._signals:
+            _signal.signal(signum, previous)
         self._signals.clear()
         if self._dumps:
             faulthandler.unregister(_signal.SIGUSR1)
             self._dumps = False
+
+    def _signalled(self, handler: Callable[[int], None], signum: int, frame: Any) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        if signum != _signal.SIGHUP and self._stop_asked_at is None:
+            self._stop_asked_at = loop.time()  # the deadline counts from now
+        loop.call_soon_threadsafe(handler, signum)
 
     def _on_signal(self, signum: int) -> None:
         self.logger.info("received %s, stopping", _signal.Signals(signum).name)
