@@ -180,7 +180,7 @@ class Runtime:
                     )
                     start.cancel()
                     await asyncio.wait({start}, timeout=UNWIND)
-            if not start.cancelled():
+            if start.done() and not start.cancelled():
                 start.result()  # a failed start raises here, after the stop below
             await stopped
         finally:
@@ -462,10 +462,8 @@ class Runtime:
         barrier = self._barrier() if pumps or unstarted else None
         try:
             while loop.time() < deadline:
-                if all(pump.settled(SETTLE) for pump in pumps) and not self.ticks:
-                    if barrier is None or (
-                        barrier.passed() and all(pump.settled(SETTLE) for pump in pumps)
-                    ):
+                if self._settled(pumps) and not self.ticks:
+                    if barrier is None or (barrier.passed() and self._settled(pumps)):
                         break
                 elif barrier is not None:
                     barrier.reset()
@@ -576,6 +574,12 @@ class Runtime:
                     dropped,
                     "" if empty else f" (and more: counting stopped after {DISCARD} s)",
                 )
+
+    @staticmethod
+    def _settled(pumps: list[Pump]) -> bool:
+        """Ask every pump (not ``all()``, which stops at the first that is not: each one's
+        quiet period must run at the same time as the others')."""
+        return all([pump.settled(SETTLE) for pump in pumps])
 
     def _barrier(self) -> IoBarrier | None:
         assert self.context is not None
