@@ -489,3 +489,54 @@ def test_a_stop_hook_failing_with_its_own_timeout_is_a_failure(
     [record] = [r for r in caplog.records if "flush_metrics" in r.getMessage()]
     assert "failed" in record.getMessage() and "still running" not in record.getMessage()
     assert record.exc_info is not None and "metrics server" in str(record.exc_info[1])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "script",
+    [
+        "signal_during_blocking_start.py",  # the deadline counts from the signal
+        "signal_on_another_thread.py",  # a signal to any thread wakes the loop at once
+        "signal_handlers_two_runs.py",  # Python's handlers are back after the runs
+    ],
+)
+def test_signals_stop_the_app_when_they_should(script: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "apps" / script)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("OK"), (
+        result.stdout + result.stderr
+    )
+
+
+@pytest.mark.timeout(30)
+def test_a_start_cancelled_at_the_deadline_answers_every_queued_request(peer: Any) -> None:
+    """A start hook that never ends: at SHUTDOWN_TIMEOUT the start is cancelled, and each of
+    the 800 requests queued meanwhile gets its ``unavailable`` answer, not only one batch."""
+    app = App("never-started")
+    app.config.update(SHUTDOWN_TIMEOUT=0.5, LINGER=200)
+    app.add_channel("r", endpoint="@tcp://127.0.0.1:*", type="ROUTER", handler=lambda b: b)
+    bound = threading.Event()
+
+    @app.on_start
+    async def forever() -> None:
+        bound.set()
+        await asyncio.sleep(3600)
+
+    runner = threading.Thread(target=app.run, kwargs={"install_signal_handlers": False})
+    runner.start()
+    assert bound.wait(10)
+    client = peer(zmq.DEALER, connect=app.channels["r"].bound[0])
+    for i in range(800):
+        client.send_multipart([b"", b"%d" % i])
+    app.stop()  # the start is waited for until SHUTDOWN_TIMEOUT, then cancelled
+    runner.join(20)
+    assert not runner.is_alive()
+    replies = 0
+    while client.poll(1000):
+        assert client.recv_multipart()[1].startswith(b'ZMQAPP-ERROR {"kind":"unavailable"')
+        replies += 1
+    assert replies == app.channels["r"].stats.refused == 800

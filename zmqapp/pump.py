@@ -669,7 +669,13 @@ class Pump:
     def release_held(self) -> None:
         """Dispatch what was held (during the start, or at the concurrency limit), in order,
         while there is room."""
-        while self.held and self.mode in (RUNNING, DRAINING) and self.has_room():
+        while (
+            self.held
+            and self.mode in (RUNNING, DRAINING)
+            and self.has_room()
+            and not self.paused
+            and not (self.mode == DRAINING and self.loop.time() >= self.deadline)
+        ):
             frames = self.held.popleft()
             try:
                 self.dispatch_message(frames)

@@ -33,7 +33,6 @@ import asyncio
 import concurrent.futures
 import contextvars
 import faulthandler
-import functools
 import os
 import signal as _signal
 import threading
@@ -143,7 +142,7 @@ class Runtime:
         #: When (loop time) the stop was asked: its deadline counts from then.
         self._stop_asked_at: float | None = None
         self._stop_event: asyncio.Event | None = None
-        self._signals: list[tuple[int, Any]] = []  # (signal, the handler it had before)
+        self._signals: list[int] = []
         self._dumps = False
         self._listeners: list[tuple[Any, Callable[..., None]]] = []
 
@@ -169,9 +168,11 @@ class Runtime:
         try:
             await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not start.done():
-                # A stop asked while starting: let the start finish, within the timeout.
+                # A stop asked while starting: let the start finish, within the timeout,
+                # counted from when the stop was asked (a plain hook may have held the loop).
                 timeout = float(self.config["SHUTDOWN_TIMEOUT"])
-                await asyncio.wait({start}, timeout=timeout)
+                asked = self._stop_asked_at if self._stop_asked_at is not None else loop.time()
+                await asyncio.wait({start}, timeout=max(0.0, asked + timeout - loop.time()))
                 if not start.done():
                     self.logger.warning(
                         "stop: the app was still starting after SHUTDOWN_TIMEOUT (%s s); "
@@ -436,10 +437,12 @@ class Runtime:
         received = {pump.name: pump.stats.received for pump in pumps}
 
         unstarted: list[Pump] = []
+        refusing: list[Pump] = []
         if not self.started:  # the start never finished: no handler may run
             for pump in pumps:
                 if pump.channel.replies:
                     pump.set_mode(REFUSING)  # queued requests get an "unavailable" answer
+                    refusing.append(pump)
                 elif pump.channel.receives:
                     unstarted.append(pump)  # the rest is read, dropped and counted below
             pumps = []
@@ -459,7 +462,8 @@ class Runtime:
         # SETTLE is not enough on a busy machine, where libzmq's I/O thread may not have run:
         # the barrier says when it has read what the kernel held, and the sockets are asked
         # once more.
-        barrier = self._barrier() if pumps or unstarted else None
+        context = self.context
+        barrier = IoBarrier.for_context(context) if context and (pumps or unstarted) else None
         try:
             while loop.time() < deadline:
                 if self._settled(pumps) and not self.ticks:
@@ -470,7 +474,8 @@ class Runtime:
                 await asyncio.sleep(0.002)
             late = loop.time() >= deadline
             unhandled: dict[str, tuple[int, bool]] = {}
-            counting_until = loop.time() + DISCARD
+            # Within the second everything past the deadline shares, if any is left.
+            counting_until = max(loop.time(), min(loop.time() + DISCARD, hard))
             for pump in pumps:
                 if late and pump.mode == DRAINING:
                     left = max(0.0, counting_until - loop.time())
@@ -489,6 +494,9 @@ class Runtime:
                         dropped,
                         "" if empty else f" (and more: counting stopped after {DISCARD} s)",
                     )
+            for pump in refusing:  # answer what was queued, as far as time allows
+                while loop.time() < counting_until and pump.socket.poll(0):
+                    pump.on_events()
         finally:
             if barrier is not None:
                 barrier.close()
@@ -580,14 +588,6 @@ class Runtime:
         """Ask every pump (not ``all()``, which stops at the first that is not: each one's
         quiet period must run at the same time as the others')."""
         return all([pump.settled(SETTLE) for pump in pumps])
-
-    def _barrier(self) -> IoBarrier | None:
-        assert self.context is not None
-        try:
-            return IoBarrier(self.context)
-        except zmq.ZMQError as exc:  # pragma: no cover - no loopback TCP
-            self.logger.warning("stop: no I/O barrier (%s); trusting a quiet socket", exc)
-            return None
 
     def _close(self) -> None:
         """Close monitors, sockets, the authenticator and the thread pool."""
@@ -804,6 +804,7 @@ class Runtime:
             return
         if threading.current_thread() is not threading.main_thread():
             return
+        loop = asyncio.get_running_loop()
         wanted: dict[int, Callable[..., None]] = {
             _signal.SIGINT: self._on_signal,
             _signal.SIGTERM: self._on_signal,
@@ -811,30 +812,34 @@ class Runtime:
         if any(security.needs_zap(c) for c in self.app.channels.values()):
             wanted[_signal.SIGHUP] = self._on_reload
         for signum, handler in wanted.items():
-            # Not loop.add_signal_handler: its callback waits for the loop, which a plain
-            # start hook (or handler) may be blocking, and the stop's deadline counts from
-            # when the signal came. Python runs this between two bytecodes of the main thread.
-            previous = _signal.signal(signum, functools.partial(self._signalled, handler))
-            self._signals.append((signum, previous))
+            try:
+                loop.add_signal_handler(signum, handler, signum)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
+                continue
+            self._signals.append(signum)
+            if signum != _signal.SIGHUP:
+                # The loop's callback waits for the loop, which a plain start hook (or
+                # handler) may be blocking, and the stop's deadline counts from when the
+                # signal came: Python runs this handler between two bytecodes of the main
+                # thread (asyncio's wake-up descriptor still wakes the loop for the callback).
+                _signal.signal(signum, self._note_signal)
         # SIGUSR1 prints every thread's stack to stderr: what is this process doing?
         faulthandler.register(_signal.SIGUSR1, all_threads=True)
         self._dumps = True
 
     def _remove_signal_handlers(self) -> None:
-        for signum, previous in self._signals:
-            _signal.signal(signum, previous)
+        if self._signals and self.loop is not None and not self.loop.is_closed():
+            for signum in self._signals:
+                self.loop.remove_signal_handler(signum)
         self._signals.clear()
         if self._dumps:
             faulthandler.unregister(_signal.SIGUSR1)
             self._dumps = False
 
-    def _signalled(self, handler: Callable[[int], None], signum: int, frame: Any) -> None:
+    def _note_signal(self, signum: int, frame: Any) -> None:
         loop = self.loop
-        if loop is None or loop.is_closed():
-            return
-        if signum != _signal.SIGHUP and self._stop_asked_at is None:
+        if loop is not None and not loop.is_closed() and self._stop_asked_at is None:
             self._stop_asked_at = loop.time()  # the deadline counts from now
-        loop.call_soon_threadsafe(handler, signum)
 
     def _on_signal(self, signum: int) -> None:
         self.logger.info("received %s, stopping", _signal.Signals(signum).name)

@@ -176,14 +176,14 @@ class Proxy:
         poller.register(public, zmq.POLLIN)
         # Quiet for SETTLE is not enough on a busy machine (see Runtime.stop_sequence): the
         # barrier says when libzmq's I/O thread has read what the kernel held.
-        barrier = IoBarrier(public.context)
+        barrier = IoBarrier.for_context(public.context)
         try:
             while True:
                 left = self.deadline - time.monotonic()
                 if left <= 0:
                     break
                 if not poller.poll(int(SETTLE * 1000)):
-                    if not barrier.wait(left) or public.poll(0):
+                    if barrier is not None and (not barrier.wait(left) or public.poll(0)):
                         continue  # something came in after all (or time is up: see above)
                     return  # empty, and it stayed empty: done
                 frames = public.recv_multipart(zmq.NOBLOCK)
@@ -194,7 +194,8 @@ class Proxy:
                     self.dropped += 1
                     break
         finally:
-            barrier.close()
+            if barrier is not None:
+                barrier.close()
         # Count what was queued at the deadline; bounded, as a peer may go on sending faster
         # than this loop drops (what comes later is "not taken", as the warning says).
         until = time.monotonic() + DROP_COUNT_TIME
