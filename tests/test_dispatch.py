@@ -299,12 +299,37 @@ def test_a_raising_signal_receiver_does_not_wedge_the_channel(
     push = peer(zmq.PUSH, connect=app.channels["pull"].bound[0])
     signals.message_received.connect(broken, sender=app)
     try:
-        push.send(b"lost to the broken receiver")
-        wait_for(lambda: "zmqapp failed to dispatch a message on 'pull'" in caplog.text)
+        push.send(b"handled all the same")
+        wait_for(lambda: "a receiver of a zmqapp signal failed on channel 'pull'" in caplog.text)
     finally:
         signals.message_received.disconnect(broken, sender=app)
     push.send(b"after")
-    wait_for(lambda: got == [b"after"])
+    wait_for(lambda: got == [b"handled all the same", b"after"])
+
+
+def test_a_raising_message_received_receiver_does_not_leave_a_router_client_waiting(
+    app: App, running: Any, peer: Any
+) -> None:
+    """An observer that raises must not cost a client its answer: a ROUTER has no way to
+    notice later that it owes one (a REP does)."""
+
+    @app.channel("r", endpoint=TCP, type="ROUTER")
+    def echo(body: bytes) -> bytes:
+        return b"echo " + body
+
+    def broken(sender: App, message: Message) -> None:
+        raise RuntimeError("receiver bug")
+
+    running(app)
+    client = peer(zmq.DEALER, connect=app.channels["r"].bound[0])
+    signals.message_received.connect(broken, sender=app)
+    try:
+        for body in (b"one", b"two"):
+            client.send_multipart([b"", body])
+            assert client.poll(5000), f"no answer to {body!r}"
+            assert client.recv_multipart() == [b"", b"echo " + body]
+    finally:
+        signals.message_received.disconnect(broken, sender=app)
 
 
 def test_several_plain_handlers_each_run_when_one_fails(app: App, running: Any, peer: Any) -> None:

@@ -617,7 +617,7 @@ class Pump:
             for tap in self.taps:
                 tap.offer("in", frames, message)
         if message_received.receivers:
-            message_received.send(self.app, message=message)
+            self.notify(message_received, message=message)
         if self.is_async:
             self.start_task(message)
         elif self.tracer is None:
@@ -763,7 +763,23 @@ class Pump:
             self.stats.handled += 1
             self.stats.failed += 1
         if message_handled.receivers:
-            message_handled.send(self.app, message=message)
+            self.notify(message_handled, message=message)
+
+    def notify(self, signal: Any, **kwargs: Any) -> None:
+        """Send one of zmqapp's signals about a message: a receiver that raises is logged
+        (rate-limited), and the message goes on, so its peer is still answered."""
+        try:
+            signal.send(self.app, **kwargs)
+        except Exception as exc:
+            self.host.problems.report(
+                self.name,
+                "handler_failed",
+                "a receiver of a zmqapp signal failed on channel %r (%s)",
+                self.name,
+                signal.name,
+                level=logging.ERROR,
+                exc_info=exc,
+            )
 
     def start_task(self, message: Message) -> None:
         self.in_flight += 1
@@ -814,7 +830,7 @@ class Pump:
             peer=self.peer(),
         )
         if handler_failed.receivers:
-            handler_failed.send(self.app, message=message, handler=handler, exception=exc)
+            self.notify(handler_failed, message=message, handler=handler, exception=exc)
 
     def decode_failed(
         self, frames: Frames, exc: BaseException, message: Message | None = None
@@ -835,7 +851,7 @@ class Pump:
             peer=peer,
         )
         if decode_failed.receivers:
-            decode_failed.send(self.app, channel=self.channel, frames=frames, exception=exc)
+            self.notify(decode_failed, channel=self.channel, frames=frames, exception=exc)
         if self.replies and message is None:
             # A peer still waits for an answer: tell it what went wrong.
             envelope = _envelope_of(frames) if self.reply_type == _ROUTER else []
