@@ -139,7 +139,9 @@ class ChannelStats:
 
     ``received`` counts messages read; each then ends up ``handled`` (its handlers ran;
     ``failed`` of those had a handler raise), ``decode_failed``, ``refused`` (a stopping
-    REP/ROUTER answered it ``unavailable``) or dropped at a stop's deadline. ``sent`` counts
+    REP/ROUTER answered it ``unavailable``), dropped at a stop's deadline, or, on a REQ or
+    DEALER channel, as the reply to an ``app.request`` (its outcome counted in ``requests``;
+    a late one in ``drops``). ``sent`` counts
     messages handed to ZeroMQ, ``dropped`` the ones lost instead, by reason in ``drops``.
 
     The hot loop adds to ``received`` and ``handled`` once per batch of messages, not per

@@ -270,8 +270,9 @@ class Pump:
 
     def set_mode(self, mode: str) -> None:
         """Switch to ``mode`` (see the module's mode constants) and pick the matching loop."""
+        if mode != self.mode:
+            self.paused = False  # a stop's pause lasts until the stop sets the next mode
         self.mode = mode
-        self.paused = False
         if mode in (DRAINING, REFUSING):
             self.empty_since = None  # the stop's quiet period starts now, not at the last read
         dispatch: Callable[[Frames], None]
