@@ -327,14 +327,7 @@ class Pump:
             # A signal receiver (handler_failed, message_sent...) raised in the middle of a
             # batch or a flush. Say so, and go on: what is queued raised no new edge, so work
             # left unfinished here would never be done.
-            self.host.problems.report(
-                self.name,
-                "handler_failed",
-                "a receiver of a zmqapp signal failed on channel %r",
-                self.name,
-                level=logging.ERROR,
-                exc_info=exc,
-            )
+            self.receiver_failed(exc)
             self.schedule_check()
 
     def take_events(self) -> None:
@@ -772,15 +765,19 @@ class Pump:
         try:
             signal.send(self.app, **kwargs)
         except Exception as exc:
-            self.host.problems.report(
-                self.name,
-                "handler_failed",
-                "a receiver of a zmqapp signal failed on channel %r (%s)",
-                self.name,
-                signal.name,
-                level=logging.ERROR,
-                exc_info=exc,
-            )
+            self.receiver_failed(exc, signal.name)
+
+    def receiver_failed(self, exc: BaseException, signal_name: str = "") -> None:
+        """A receiver of one of zmqapp's signals raised: say so (rate-limited)."""
+        self.host.problems.report(
+            self.name,
+            "handler_failed",
+            "a receiver of a zmqapp signal failed on channel %r%s",
+            self.name,
+            f" ({signal_name})" if signal_name else "",
+            level=logging.ERROR,
+            exc_info=exc,
+        )
 
     def start_task(self, message: Message) -> None:
         self.in_flight += 1
