@@ -69,7 +69,7 @@ from .signals import (
     message_received,
     message_sent,
 )
-from .sockets import IoBarrier
+from .sockets import IoBarrier, stays_empty
 from .tap import Tap
 from .tracing import Tracer, body_size, header_index
 
@@ -92,9 +92,6 @@ _backend_send = zmq.backend.Socket.send
 #: took longer than SLOW seconds.
 SLICE = 0.01
 SLOW = 0.0005
-#: Seconds a socket must stay empty to count as drained at a stop (with the I/O barrier:
-#: libzmq's I/O thread may still be moving what the kernel received into the queue).
-SETTLE = 0.01
 _monotonic = time.monotonic
 
 #: A pump's modes. Idle: not reading (before start, after the drain). Holding: the app is
@@ -419,7 +416,7 @@ class Pump:
                         try:
                             body = frames[1] if decode is None else decode(frames[1])
                         except Exception as exc:
-                            self.decode_failed(frames, body_error(self.channel.codec, exc))
+                            self.decode_failed(frames, body_error(codec, exc))
                             body = _SKIP
                     elif multi is None:  # a typed multipart body: the general path says no
                         self.dispatch_message(frames)
@@ -428,7 +425,7 @@ class Pump:
                         try:
                             body = multi(frames[1:] if topical else frames)
                         except Exception as exc:
-                            self.decode_failed(frames, body_error(self.channel.codec, exc))
+                            self.decode_failed(frames, body_error(codec, exc))
                             body = _SKIP
                 elif decode is None:
                     body = frame.bytes
@@ -439,7 +436,7 @@ class Pump:
                         body = decode(frame.bytes)
                     except Exception as exc:
                         self.current = frame
-                        self.decode_failed([frame.bytes], body_error(self.channel.codec, exc))
+                        self.decode_failed([frame.bytes], body_error(codec, exc))
                         body = _SKIP
                 if body is not _SKIP and fans is not None:  # several handlers, in order
                     reply: Any = None
@@ -454,11 +451,11 @@ class Pump:
                                     if forward is not None:
                                         forward.send_body(result, force=True)
                                 elif reply is None:
-                                    reply = encode_body(self.channel.codec, result)
+                                    reply = encode_body(codec, result)
                         except Exception as exc:
                             failures = [*(failures or []), (invoke, exc)]
                     if failures is not None:
-                        self.fans_failed(failures, body, frame, frames, topical)
+                        self.fast_failed(failures, body, frame, frames, topical)
                     else:
                         handled += 1
                         if replies:  # REP: always answer
@@ -471,11 +468,7 @@ class Pump:
                         elif result is not None and forward is not None:
                             forward.send_body(result, force=True)
                     except Exception as exc:
-                        self.current = frame
-                        topic = frames[0] if topical and frames else None
-                        message = Message(self.channel, frames or [frame.bytes], body, None, topic)
-                        self.handler_failed(message, self.invokers[0], exc)
-                        self.finish(message, None, exc, own_callback=True)
+                        self.fast_failed([(self.invokers[0], exc)], body, frame, frames, topical)
                     else:
                         handled += 1
                         if replies:
@@ -510,7 +503,7 @@ class Pump:
             if timing is not None and count > marked:
                 timing.observe((_monotonic() - mark) / (count - marked), count - marked)
 
-    def fans_failed(
+    def fast_failed(
         self,
         failures: list[tuple[Invoker, Exception]],
         body: Any,
@@ -518,8 +511,8 @@ class Pump:
         frames: Frames | None,
         topical: bool,
     ) -> None:
-        """Some of several fast-path handlers raised: report each, and finish the message
-        as failed (an error reply on REP)."""
+        """Fast-path handlers raised (one, or some of several): report each, and finish the
+        message as failed (an error reply on REP)."""
         self.current = frame
         topic = frames[0] if topical and frames else None
         message = Message(self.channel, frames or [frame.bytes], body, None, topic)
@@ -1105,12 +1098,10 @@ class Pump:
                 try:
                     frame = recv(_NOBLOCK, False)
                 except zmq.Again:
-                    if self.socket.poll(max(1, int(min(left, SETTLE) * 1000))):
-                        continue
-                    if barrier is not None and barrier.wait(left) and self.socket.poll(0):
-                        continue
-                    empty = barrier is None or time.monotonic() < until
-                    break
+                    if stays_empty(self.socket, left, barrier):
+                        empty = True
+                        break
+                    continue
                 while frame.more:
                     frame = recv(_NOBLOCK, False)
                 count += 1

@@ -18,8 +18,6 @@ from .message import ERROR_PREFIX, Frames, body_decoder, parse_error_reply
 if TYPE_CHECKING:
     from .pump import Pump
 
-_PREFIX_LENGTH = len(ERROR_PREFIX)
-
 
 class _Expired(Exception):
     """One attempt's time ran out (internal)."""
@@ -101,7 +99,7 @@ class Requests:
         except asyncio.CancelledError:  # the caller gave up first (asyncio.wait_for, a stop)
             stats.request("cancelled")
             raise
-        if len(reply) == 1 and reply[0][:_PREFIX_LENGTH] == ERROR_PREFIX:
+        if len(reply) == 1 and reply[0].startswith(ERROR_PREFIX):  # parse only error replies
             error = parse_error_reply(reply)
             if error is not None:
                 stats.request("remote_error")
@@ -134,21 +132,15 @@ class Requests:
         if self.dealer:
             self._counter = (self._counter + 1) & 0xFFFFFFFF
             request_id = self._prefix + self._pack(self._counter)
-            pump = self.pump
-            pending = self.pending
             try:
                 for _ in range(retries + 1):
+                    future = self.pending[request_id] = self.loop.create_future()
                     try:
-                        left = await self._room(timeout)
-                        future: asyncio.Future[Frames] = self.loop.create_future()
-                        pending[request_id] = future
-                        pump.send([request_id, b"", *frames])
-                        self._arm(future, left)
-                        return await future
+                        return await self._attempt([request_id, b"", *frames], future, timeout)
                     except _Expired:
                         continue
             finally:
-                pending.pop(request_id, None)
+                self.pending.pop(request_id, None)
         else:
             async with self.lock:
                 for _ in range(retries + 1):

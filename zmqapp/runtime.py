@@ -53,7 +53,7 @@ from .dns import DnsEndpoint
 from .errors import NotRunning, SetupError
 from .metrics import Timing
 from .monitor import SocketMonitor
-from .pump import DRAINING, HOLDING, IDLE, REFUSING, RUNNING, SETTLE, Pump
+from .pump import DRAINING, HOLDING, IDLE, REFUSING, RUNNING, Pump
 from .rpc import Requests
 from .signals import (
     app_started,
@@ -65,7 +65,7 @@ from .signals import (
     peer_disconnected,
     socket_event,
 )
-from .sockets import IoBarrier, RunContext, is_dns, open_socket, unsubscribe_upstream
+from .sockets import SETTLE, IoBarrier, RunContext, is_dns, open_socket, unsubscribe_upstream
 from .tap import Tap
 from .web import HttpServer, LoopLag
 
@@ -171,8 +171,7 @@ class Runtime:
                 # A stop asked while starting: let the start finish, within the timeout,
                 # counted from when the stop was asked (a plain hook may have held the loop).
                 timeout = float(self.config["SHUTDOWN_TIMEOUT"])
-                asked = self._stop_asked_at if self._stop_asked_at is not None else loop.time()
-                await asyncio.wait({start}, timeout=max(0.0, asked + timeout - loop.time()))
+                await asyncio.wait({start}, timeout=max(0.0, self._deadline(loop) - loop.time()))
                 if not start.done():
                     self.logger.warning(
                         "stop: the app was still starting after SHUTDOWN_TIMEOUT (%s s); "
@@ -424,9 +423,7 @@ class Runtime:
     async def _stop_within_deadline(self) -> None:
         loop = asyncio.get_running_loop()
         timeout = float(self.config["SHUTDOWN_TIMEOUT"])
-        # From when the stop was asked: a stop asked while starting waited for the start.
-        asked = self._stop_asked_at if self._stop_asked_at is not None else loop.time()
-        deadline = asked + timeout
+        deadline = self._deadline(loop)
         # Past the deadline only unwinding is left (cancelled tasks, cut-short stop hooks,
         # counting what is dropped), and all of it shares one more second.
         hard = deadline + UNWIND
@@ -492,7 +489,7 @@ class Runtime:
                         "message(s) queued for its handlers%s",
                         pump.name,
                         dropped,
-                        "" if empty else f" (and more: counting stopped after {DISCARD} s)",
+                        _more_than_counted(empty),
                     )
             for pump in refusing:  # answer what was queued, as far as time allows
                 while loop.time() < counting_until and pump.socket.poll(0):
@@ -580,8 +577,14 @@ class Runtime:
                     timeout,
                     read,
                     dropped,
-                    "" if empty else f" (and more: counting stopped after {DISCARD} s)",
+                    _more_than_counted(empty),
                 )
+
+    def _deadline(self, loop: asyncio.AbstractEventLoop) -> float:
+        """The stop's deadline: SHUTDOWN_TIMEOUT from when the stop was asked (a stop asked
+        while starting includes the wait for the start)."""
+        asked = self._stop_asked_at if self._stop_asked_at is not None else loop.time()
+        return asked + float(self.config["SHUTDOWN_TIMEOUT"])
 
     @staticmethod
     def _settled(pumps: list[Pump]) -> bool:
@@ -997,3 +1000,8 @@ class Runtime:
                 f"app {self.app.name!r} has no socket for channel {name!r} "
                 f"({'it is ' + self.state if self.state != RUNNING_STATE else 'no such channel'})"
             ) from None
+
+
+def _more_than_counted(empty: bool) -> str:
+    """What to add to a count of dropped messages whose socket was not read empty."""
+    return "" if empty else f" (and more: counting stopped after {DISCARD} s)"

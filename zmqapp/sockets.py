@@ -166,6 +166,11 @@ class RunContext(zmq.Context):  # type: ignore[type-arg]
         return [sock for sock in list(self.opened) if not sock.closed]
 
 
+#: Seconds a socket must stay empty to count as drained at a stop (and then, with an
+#: :class:`IoBarrier`, libzmq's I/O thread must have caught up too).
+SETTLE = 0.01
+
+
 class IoBarrier:
     """Tells when libzmq's I/O thread has read what the kernel held for a context's sockets.
 
@@ -245,6 +250,15 @@ class IoBarrier:
             return cls(context)
         except zmq.ZMQError:
             return None
+
+
+def stays_empty(sock: zmq.Socket[Any], seconds: float, barrier: IoBarrier | None) -> bool:
+    """True if ``sock`` has nothing to read for SETTLE and, with ``barrier``, still nothing
+    once libzmq's I/O thread has caught up; False as soon as something comes in, or if
+    ``seconds`` run out first."""
+    if sock.poll(max(1, int(min(seconds, SETTLE) * 1000))):
+        return False
+    return barrier is None or (barrier.wait(seconds) and not sock.poll(0))
 
 
 def unsubscribe_upstream(sock: zmq.Socket[Any], channel: Channel) -> None:

@@ -51,7 +51,7 @@ from .errors import SetupError
 from .monitor import EVENTS, SocketMonitor
 from .signals import app_started, app_stopping, peer_connected
 from .socket_types import INBOUND_ONLY, TYPE_NAMES
-from .sockets import IoBarrier, set_option, socket_options
+from .sockets import IoBarrier, set_option, socket_options, stays_empty
 from .tap import Tap
 from .web import HttpServer, LoopLag
 
@@ -70,8 +70,6 @@ REAP_INTERVAL = 0.02
 GRACE = 1.0
 #: Seconds a hand-over past its deadline spends at most counting what it drops.
 DROP_COUNT_TIME = 0.2
-#: Seconds a hand-over waits for the public socket to stay empty before it counts as done.
-SETTLE = 0.01
 
 
 @dataclass
@@ -172,20 +170,18 @@ class Proxy:
     def _hand_over(self, public: zmq.Socket[Any], private: zmq.Socket[Any]) -> None:
         """Pass what the public socket received to the workers, until it has been empty for
         a moment or the deadline passes; say what could not be handed over."""
-        poller = zmq.Poller()
-        poller.register(public, zmq.POLLIN)
-        # Quiet for SETTLE is not enough on a busy machine (see Runtime.stop_sequence): the
-        # barrier says when libzmq's I/O thread has read what the kernel held.
+        # Quiet for a moment is not enough on a busy machine (see the stop in runtime.py):
+        # the barrier says when libzmq's I/O thread has read what the kernel held.
         barrier = IoBarrier.for_context(public.context)
         try:
             while True:
                 left = self.deadline - time.monotonic()
                 if left <= 0:
                     break
-                if not poller.poll(int(SETTLE * 1000)):
-                    if barrier is not None and (not barrier.wait(left) or public.poll(0)):
-                        continue  # something came in after all (or time is up: see above)
-                    return  # empty, and it stayed empty: done
+                if not public.poll(0):
+                    if stays_empty(public, left, barrier):
+                        return  # empty, and it stayed empty: done
+                    continue  # something came in after all (or time is up: see above)
                 frames = public.recv_multipart(zmq.NOBLOCK)
                 private.setsockopt(zmq.SNDTIMEO, max(1, int(left * 1000)))
                 try:
