@@ -19,6 +19,8 @@ import zmq
 from zmqapp.testing import wait_for
 
 APPS = Path(__file__).parent / "apps"
+#: The stop's log line for what its deadline read and dropped, and how many that was.
+QUEUED_AT_DEADLINE = r"still had messages queued at SHUTDOWN_TIMEOUT.*dropped (\d+) unhandled"
 
 
 def _count(line: str, name: str) -> int:
@@ -47,6 +49,24 @@ def _send_and_settle(address: str, kind: int, count: int, *, subscribed: bool = 
         context.term()
 
 
+def _sigterm_with_a_backlog(spawn: Any, env: dict[str, str], count: int) -> tuple[Any, float]:
+    """stop_load.py with ``count`` messages sent to it, then SIGTERM: the app, once it has
+    exited 0, and how long after the signal that was."""
+    app = spawn([sys.executable, str(APPS / "stop_load.py")], env=env)
+    address = app.wait_for_line(r"^bound ")[0].split()[1]
+    _send_and_settle(address, zmq.PUSH, count)
+    app.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert app.wait(30) == 0
+    return app, time.monotonic() - signalled
+
+
+def _logged(app: Any, pattern: str) -> int:
+    """The number the app's log line matching ``pattern`` counts (its first group)."""
+    [line] = app.wait_for_line(pattern, stream="err")
+    return int(re.search(pattern, line).group(1))  # type: ignore[union-attr]
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("kind", "busy"), [("PULL", False), ("SUB", False), ("PULL", True)])
 def test_a_bound_channel_with_a_backlog_loses_nothing_at_sigterm(
@@ -72,19 +92,11 @@ def test_a_bound_channel_with_a_backlog_loses_nothing_at_sigterm(
 @pytest.mark.timeout(60)
 def test_shutdown_timeout_bounds_a_stop_with_slow_plain_handlers(spawn: Any) -> None:
     env = {"HANDLER_SECONDS": "0.02", "ZMQAPP_SHUTDOWN_TIMEOUT": "1"}
-    app = spawn([sys.executable, str(APPS / "stop_load.py")], env=env)
-    address = app.wait_for_line(r"^bound ")[0].split()[1]
-    _send_and_settle(address, zmq.PUSH, 1000)  # 20 s of work
-    app.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
-    assert app.wait(30) == 0
-    took = time.monotonic() - signalled
-    report = app.wait_for_line(r"^stopped ")[0]
-    handled = _count(report, "handled")
+    app, took = _sigterm_with_a_backlog(spawn, env, 1000)  # 20 s of work
+    handled = _count(app.wait_for_line(r"^stopped ")[0], "handled")
     assert handled < 1000
     # The rest is not lost in silence: the log counts what was dropped at the deadline.
-    [line] = app.wait_for_line(r"still had messages queued at SHUTDOWN_TIMEOUT", stream="err")
-    dropped = int(re.search(r"dropped (\d+) unhandled", line).group(1))  # type: ignore[union-attr]
+    dropped = _logged(app, QUEUED_AT_DEADLINE)
     assert handled + dropped == 1000, (handled, dropped)
     assert took < 3.0, f"SHUTDOWN_TIMEOUT=1 but the stop took {took:.1f} s"
 
@@ -96,18 +108,10 @@ def test_shutdown_timeout_bounds_a_stop_with_slow_coroutine_handlers(spawn: Any)
     in flight at the deadline, or read and dropped at the deadline, each counted in the log."""
     env = {"HANDLER_SECONDS": "0.2", "ASYNC": "1", "CONCURRENCY": "8",
            "ZMQAPP_SHUTDOWN_TIMEOUT": "1"}  # fmt: skip
-    app = spawn([sys.executable, str(APPS / "stop_load.py")], env=env)
-    address = app.wait_for_line(r"^bound ")[0].split()[1]
-    _send_and_settle(address, zmq.PUSH, 1000)  # 25 s of work
-    app.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
-    assert app.wait(30) == 0
-    took = time.monotonic() - signalled
+    app, took = _sigterm_with_a_backlog(spawn, env, 1000)  # 25 s of work
     handled = _count(app.wait_for_line(r"^stopped ")[0], "handled")
-    [running] = app.wait_for_line(r"still had \d+ handler call\(s\)", stream="err")
-    cancelled = int(re.search(r"still had (\d+) handler call", running).group(1))  # type: ignore[union-attr]
-    [queued] = app.wait_for_line(r"still had messages queued at SHUTDOWN_TIMEOUT", stream="err")
-    dropped = int(re.search(r"dropped (\d+) unhandled", queued).group(1))  # type: ignore[union-attr]
+    cancelled = _logged(app, r"still had (\d+) handler call\(s\)")
+    dropped = _logged(app, QUEUED_AT_DEADLINE)
     assert cancelled == 8
     assert handled + cancelled + dropped == 1000, (handled, cancelled, dropped)
     assert took < 3.0, f"SHUTDOWN_TIMEOUT=1 but the stop took {took:.1f} s"
