@@ -165,14 +165,6 @@ class _Mismatch(Exception):
 Check = Callable[[Any], Any]
 
 
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against ``tp`` and return it converted (dataclasses instantiated)."""
-    try:
-        return _check_for(tp)(value)
-    except _Mismatch as exc:
-        raise _Mismatch(f"{exc.path(path)}: {exc.problem}") from None
-
-
 def _kind(value: Any) -> str:
     return type(value).__name__
 
@@ -257,11 +249,17 @@ def _check_instance(tp: type) -> Check:
     return check
 
 
+# The containers' checks build their items' checks once, with their own: a recursive type
+# goes through a dataclass or a TypedDict, whose checks are built at their first value.
+
+
 def _check_union(tp: Any, options: tuple[Any, ...]) -> Check:
+    checks = [_check_for(option) for option in options]
+
     def check(value: Any) -> Any:
-        for option in options:
+        for option in checks:
             try:
-                return _check_for(option)(value)
+                return option(value)
             except _Mismatch:
                 continue
         raise _Mismatch(f"{value!r} fits none of {tp}")
@@ -279,10 +277,11 @@ def _check_literal(allowed: tuple[Any, ...]) -> Check:
 
 
 def _check_list(container: Any, item_tp: Any) -> Check:
+    item = _check_for(item_tp)
+
     def check(value: Any) -> Any:
         if not isinstance(value, list):
             raise _Mismatch(f"expected a list, got {_kind(value)}")
-        item = _check_for(item_tp)
         items = []
         for i, v in enumerate(value):
             try:
@@ -296,6 +295,7 @@ def _check_list(container: Any, item_tp: Any) -> Check:
 
 def _check_tuple(args: tuple[Any, ...]) -> Check:
     variadic = len(args) == 2 and args[1] is Ellipsis
+    checks = [_check_for(arg) for arg in (args[:1] if variadic else args)]
 
     def check(value: Any) -> Any:
         if not isinstance(value, (list, tuple)):
@@ -307,7 +307,7 @@ def _check_tuple(args: tuple[Any, ...]) -> Check:
         items = []
         for i, v in enumerate(value):
             try:
-                items.append(_check_for(args[0] if variadic else args[i])(v))
+                items.append(checks[0 if variadic else i](v))
             except _Mismatch as exc:
                 raise exc.at(f"[{i}]") from None
         return tuple(items)
@@ -316,10 +316,11 @@ def _check_tuple(args: tuple[Any, ...]) -> Check:
 
 
 def _check_dict(key_tp: Any, value_tp: Any) -> Check:
+    key_check, value_check = _check_for(key_tp), _check_for(value_tp)
+
     def check(value: Any) -> Any:
         if not isinstance(value, dict):
             raise _Mismatch(f"expected an object, got {_kind(value)}")
-        key_check, value_check = _check_for(key_tp), _check_for(value_tp)
         out = {}
         for k, v in value.items():
             try:
@@ -436,8 +437,11 @@ _PLAIN = (str, int, float, bool)
 def _check_typed_dict(tp: type) -> Check:
     hints = _hints(tp)
     required = tuple(getattr(tp, "__required_keys__", ()))
+    checks: dict[str, Check] = {}  # built at the first value: the TypedDict may be recursive
 
     def check(value: Any) -> Any:
+        if not checks:
+            checks.update({key: _check_for(hint) for key, hint in hints.items()})
         if not isinstance(value, dict):
             raise _Mismatch(f"expected an object, got {_kind(value)}")
         for key in required:
@@ -445,9 +449,9 @@ def _check_typed_dict(tp: type) -> Check:
                 raise _Mismatch("missing").at(f".{key}")
         out = {}
         for key, item in value.items():
-            if key in hints:
+            if key in checks:
                 try:
-                    out[key] = _check_for(hints[key])(item)
+                    out[key] = checks[key](item)
                 except _Mismatch as exc:
                     raise exc.at(f".{key}") from None
         return out
