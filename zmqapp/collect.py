@@ -33,7 +33,7 @@ from zmq.utils import z85
 from ._peer import interruptible
 from .channel import parse_endpoints
 from .errors import SetupError
-from .security import read_secret_key
+from .security import curve_server, enforce_zap, read_secret_key
 
 #: The ZAP domain of the collector's socket.
 DOMAIN = "zmqapp/logs"
@@ -168,11 +168,8 @@ def collect(
             except SetupError as exc:
                 raise CollectError(str(exc)) from None
             auth = _authenticator(context, authorized_keys, note)
-            sock.curve_server = True
-            sock.curve_publickey = public
-            sock.curve_secretkey = secret
-            sock.zap_domain = DOMAIN.encode()
-            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+            curve_server(sock, public, secret)
+            enforce_zap(sock, DOMAIN)
             if authorized_keys is None:
                 note(
                     "warning: without --authorized-keys any CURVE client may ship logs here "

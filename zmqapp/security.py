@@ -216,16 +216,24 @@ def apply(sock: zmq.Socket[Any], channel: Channel) -> None:
     if is_client(channel):
         curve_client(sock, owner, security["curve_server_key"], security.get("curve_secret_key"))
     elif is_server(channel):
-        public, secret = read_secret_key(
-            security["curve_secret_key"], "curve_secret_key", where=f"{owner}: "
-        )
-        sock.curve_server = True
-        sock.curve_publickey = public
-        sock.curve_secretkey = secret
+        key = security["curve_secret_key"]
+        curve_server(sock, *read_secret_key(key, "curve_secret_key", where=f"{owner}: "))
     if needs_zap(channel):
-        sock.zap_domain = domain_of(channel).encode()
-        # Without an authenticator, reject: never fall back to admitting everyone.
-        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        enforce_zap(sock, domain_of(channel))
+
+
+def curve_server(sock: zmq.Socket[Any], public: bytes, secret: bytes) -> None:
+    """Make ``sock`` a CURVE server with the key pair ``public``, ``secret``."""
+    sock.curve_server = True
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+
+
+def enforce_zap(sock: zmq.Socket[Any], domain: str) -> None:
+    """Have ``sock``'s handshakes checked by the authenticator of ZAP ``domain``; without
+    one, they are refused: never fall back to admitting everyone."""
+    sock.zap_domain = domain.encode()
+    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
 
 class _KeyDirectory:
