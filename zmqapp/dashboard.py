@@ -31,6 +31,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from ._graph import LOCAL_HOSTS as GRAPH_LOCAL_HOSTS
 from ._graph import RECEIVERS, WILDCARD_HOSTS, connects_to, flows_from_connector, split_address
 from ._static import asset, page
 from .live import LiveError, Unreachable, parse_status, unreachable
@@ -39,7 +40,7 @@ from .live import LiveError, Unreachable, parse_status, unreachable
 FRESH = 0.5
 #: Seconds to wait for an app's ``/status``.
 POLL_TIMEOUT = 2.0
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+LOCAL_HOSTS = GRAPH_LOCAL_HOSTS | {"ip6-localhost"}  # zmqapp graph's, and the IPv6 name
 
 
 @dataclass
